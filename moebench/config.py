@@ -1,0 +1,377 @@
+"""Load and validate every file under configs/.
+
+All configs go through this one layer so that a malformed file, an unknown key, a wrong type or a
+dangling reference (an experiment naming a model that does not exist, a device naming a pin the
+lock lacks) stops the kit before any work starts, with one line naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moebench.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+CONFIG_FILES = ("lock.yaml", "models.yaml", "prompts.yaml", "devices.yaml", "experiments.yaml", "reference.yaml")
+SCHEMA_VERSION = 1
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- lock.yaml ------------------------------------------------------------------------------
+
+class GitSource(Strict):
+    url: str
+
+
+class ArchiveSource(Strict):
+    url: str
+    sha256: str | None = Field(None, description="SHA-256 of the archive; null until `invoke lock` records it")
+    subdir: str
+
+
+class SdistSource(Strict):
+    package: str
+    version: str
+    filename: str
+    url: str
+    sha256: str
+    subdir: str
+
+
+class PinSources(Strict):
+    git: GitSource | None = None
+    archive: ArchiveSource | None = None
+    pypi_sdist: SdistSource | None = None
+
+
+class LlamaCppPin(Strict):
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    tag: str | None = None
+    build_number: int | None = None
+    default_source: Literal["git", "archive", "pypi_sdist"]
+    sources: PinSources
+    tree_hash: str | None = Field(None, description="git tree id of the source tree; null until recorded")
+    generated_files: tuple[str, ...] = ()
+
+
+class ImagePin(Strict):
+    dockerfile: str
+    base: str
+    digest: str | None = None
+
+
+class Lock(Strict):
+    schema_version: int
+    llama_cpp: dict[str, LlamaCppPin]
+    binaries: dict[str, dict[str, str]] = {}
+    images: dict[str, ImagePin] = {}
+    replicas: dict[str, dict[str, str]] = {}
+
+
+# --- models.yaml ----------------------------------------------------------------------------
+
+class HubFile(Strict):
+    repo: str
+    revision: str | None = Field(None, description="commit of the repo; null until `invoke lock models`")
+    filename: str
+    size_bytes: int | None = None
+    sha256: str | None = None
+
+
+class HyperParams(Strict):
+    block_count: int = Field(gt=0)
+    embedding_length: int = Field(gt=0)
+    feed_forward_length: int = Field(gt=0)
+    head_count: int = Field(gt=0)
+    head_count_kv: int = Field(gt=0)
+    head_dim: int | None = Field(None, gt=0)
+    vocab_size: int = Field(gt=0)
+    context_length: int = Field(gt=0)
+    rope_freq_base: float = Field(gt=0)
+    rms_norm_eps: float = Field(gt=0)
+    expert_count: int | None = Field(None, gt=0)
+    expert_used_count: int | None = Field(None, gt=0)
+    tied_embeddings: bool = False
+    sliding_window: int | None = None
+    attn_logit_softcapping: float | None = None
+    final_logit_softcapping: float | None = None
+
+
+class ModelSpec(Strict):
+    display_name: str
+    kind: Literal["moe", "dense"]
+    architecture: Literal["llama", "qwen2", "gemma2", "olmoe"]
+    quantization: Literal["Q4_K_M"]
+    params_total: int = Field(gt=0)
+    params_active: int = Field(gt=0)
+    paper_file_size_gb: float | None = Field(None, description="file size the study reports, for comparison only")
+    hub: HubFile
+    hparams: HyperParams
+    tiny_hparams: HyperParams
+
+
+class Models(Strict):
+    schema_version: int
+    models: dict[str, ModelSpec]
+
+
+# --- prompts.yaml ---------------------------------------------------------------------------
+
+class Prompt(Strict):
+    id: str
+    length_class: Literal["short", "medium", "long", "very_long"]
+    task: Literal["qa", "summarize", "code", "math", "reasoning", "creative", "extraction", "rewrite"]
+    text: str = Field(min_length=1)
+
+
+class Prompts(Strict):
+    schema_version: int
+    prompts: list[Prompt]
+
+
+# --- devices.yaml ---------------------------------------------------------------------------
+
+class Bandwidth(Strict):
+    gb_per_s: float | None = Field(None, gt=0)
+    source: str
+
+
+class Device(Strict):
+    description: str
+    backend: Literal["cpu", "cuda", "metal"]
+    default_pin: str
+    threads: int | Literal["physical_cores"] = Field(description="llama.cpp -t; physical_cores counts this host's")
+    n_gpu_layers: int = Field(ge=0)
+    cmake_flags: tuple[str, ...]
+    monitors: tuple[Literal["psutil", "tegrastats", "nvml", "nvpmodel"], ...]
+    memory_bytes: int | None = Field(None, gt=0)
+    memory_bandwidth: Bandwidth
+    image: str | None = None
+    power_mode: str | None = Field(None, description="nvpmodel mode name the study used; checked, not set")
+    experiments: tuple[str, ...]
+    patch: str | None = None
+    env: dict[str, str] = {}
+
+
+class Devices(Strict):
+    schema_version: int
+    devices: dict[str, Device]
+
+
+# --- experiments.yaml -----------------------------------------------------------------------
+
+class Generation(Strict):
+    n_predict: int = Field(gt=0)
+    ctx_size: int = Field(gt=0)
+    seed: int
+    temperature: float = Field(ge=0)
+    ignore_eos: bool
+    batch_size: int = Field(gt=0)
+    ubatch_size: int = Field(gt=0)
+    timeout_s: float = Field(gt=0)
+
+
+class Sweep(Strict):
+    threads: tuple[int, ...] | None = None
+    n_predict: tuple[int, ...] | None = None
+
+
+class Experiment(Strict):
+    description: str
+    models: tuple[str, ...] | Literal["all"]
+    prompts: tuple[str, ...] | Literal["all"]
+    repetitions: int = Field(gt=0)
+    warmup_runs: int = Field(ge=0)
+    generation: dict[str, Any] = {}
+    sweep: Sweep = Sweep()
+
+
+class SmokeReduction(Strict):
+    prompts: tuple[str, ...]
+    repetitions: int = Field(gt=0)
+    warmup_runs: int = Field(ge=0)
+    n_predict: int = Field(gt=0)
+    sweep_values: int = Field(gt=0, description="keep this many values of each sweep")
+
+
+class Experiments(Strict):
+    schema_version: int
+    generation: Generation
+    smoke: SmokeReduction
+    experiments: dict[str, Experiment]
+
+
+# --- reference.yaml -------------------------------------------------------------------------
+
+class ReferenceClaim(Strict):
+    id: str
+    statement: str
+    source: str
+    device: str
+    metric: Literal["gen_tokens_per_s", "prefill_tokens_per_s", "joules_per_token", "peak_rss_bytes"]
+    numerator_model: str
+    denominator_model: str
+    ratio: float = Field(gt=0)
+    tolerance: float = Field(gt=0)
+
+
+class Reference(Strict):
+    schema_version: int
+    claims: list[ReferenceClaim]
+
+
+SECTIONS: dict[str, type[Strict]] = {
+    "lock.yaml": Lock,
+    "models.yaml": Models,
+    "prompts.yaml": Prompts,
+    "devices.yaml": Devices,
+    "experiments.yaml": Experiments,
+    "reference.yaml": Reference,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every config file, validated and cross-checked, plus the SHA-256 of each file's bytes."""
+
+    root: Path
+    lock: Lock
+    models: Models
+    prompts: Prompts
+    devices: Devices
+    experiments: Experiments
+    reference: Reference
+    file_sha256: dict[str, str]
+
+    def prompt(self, prompt_id: str) -> Prompt:
+        return next(p for p in self.prompts.prompts if p.id == prompt_id)
+
+    def device(self, name: str) -> Device:
+        if name not in self.devices.devices:
+            raise ConfigError(self.root / "devices.yaml", f"unknown device {name!r}",
+                              f"use one of: {', '.join(self.devices.devices)}", key="devices")
+        return self.devices.devices[name]
+
+    def experiment(self, name: str) -> Experiment:
+        if name not in self.experiments.experiments:
+            raise ConfigError(self.root / "experiments.yaml", f"unknown experiment {name!r}",
+                              f"use one of: {', '.join(self.experiments.experiments)}", key="experiments")
+        return self.experiments.experiments[name]
+
+    def pin(self, name: str) -> LlamaCppPin:
+        if name not in self.lock.llama_cpp:
+            raise ConfigError(self.root / "lock.yaml", f"unknown llama.cpp pin {name!r}",
+                              f"use one of: {', '.join(self.lock.llama_cpp)}", key="llama_cpp")
+        return self.lock.llama_cpp[name]
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tuple[", "list[")))
+
+
+def _fix_for(error: dict[str, Any], model: type[Strict]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "remove or rename the key; see the schema in moebench/config.py"
+    if kind == "missing":
+        return "add the key"
+    if kind.startswith("literal_error"):
+        return f"use {error['ctx']['expected']}"
+    return f"give a value that is {error['msg'].lower().removeprefix('input should be ')}"
+
+
+def parse_section(path: Path, data: Any, model: type[Strict]) -> Strict:
+    """Validate one loaded YAML document; the first problem becomes a ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(path, "file is empty or not a mapping", "restore the file from git")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ConfigError(path, f"schema_version is {data.get('schema_version')!r}, this kit reads {SCHEMA_VERSION}",
+                          f"set schema_version: {SCHEMA_VERSION}", key="schema_version")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        shown = first.get("input")
+        got = "" if first["type"] in ("missing", "extra_forbidden") else f", got {shown!r}"[:120]
+        raise ConfigError(path, f"{first['msg']}{got}", _fix_for(first, model),
+                          key=_format_loc(first["loc"])) from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "file not found", "run from the kit's root or restore the file from git") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "unknown line"
+        raise ConfigError(path, f"not valid YAML at {where}: {getattr(exc, 'problem', exc)}",
+                          "fix the YAML syntax") from None
+
+
+def _check_references(cfg: Config) -> None:
+    root = cfg.root
+    model_ids = set(cfg.models.models)
+    prompt_ids = [p.id for p in cfg.prompts.prompts]
+    duplicates = {p for p in prompt_ids if prompt_ids.count(p) > 1}
+    if duplicates:
+        raise ConfigError(root / "prompts.yaml", f"duplicate prompt id {sorted(duplicates)[0]!r}",
+                          "give every prompt a unique id", key="prompts")
+    for name, exp in cfg.experiments.experiments.items():
+        _check_names(root / "experiments.yaml", f"experiments.{name}.models", exp.models, model_ids, "models.yaml")
+        _check_names(root / "experiments.yaml", f"experiments.{name}.prompts", exp.prompts, set(prompt_ids), "prompts.yaml")
+        unknown = set(exp.generation) - set(Generation.model_fields)
+        if unknown:
+            raise ConfigError(root / "experiments.yaml", f"unknown generation setting {sorted(unknown)[0]!r}",
+                              f"use one of: {', '.join(Generation.model_fields)}", key=f"experiments.{name}.generation")
+    _check_names(root / "experiments.yaml", "smoke.prompts", cfg.experiments.smoke.prompts, set(prompt_ids), "prompts.yaml")
+    for name, dev in cfg.devices.devices.items():
+        key = f"devices.{name}"
+        if dev.default_pin not in cfg.lock.llama_cpp:
+            raise ConfigError(root / "devices.yaml", f"pin {dev.default_pin!r} is not in lock.yaml",
+                              f"use one of: {', '.join(cfg.lock.llama_cpp)}", key=f"{key}.default_pin")
+        if dev.image is not None and dev.image not in cfg.lock.images:
+            raise ConfigError(root / "devices.yaml", f"image {dev.image!r} is not in lock.yaml",
+                              f"use one of: {', '.join(cfg.lock.images)}", key=f"{key}.image")
+        _check_names(root / "devices.yaml", f"{key}.experiments", dev.experiments,
+                     set(cfg.experiments.experiments), "experiments.yaml")
+        if dev.patch is not None and not (cfg.root.parent / dev.patch).is_file():
+            raise ConfigError(root / "devices.yaml", f"patch file {dev.patch!r} does not exist",
+                              "give a path relative to the kit's root", key=f"{key}.patch")
+    for claim in cfg.reference.claims:
+        for model in (claim.numerator_model, claim.denominator_model):
+            _check_names(root / "reference.yaml", f"claims.{claim.id}", (model,), model_ids, "models.yaml")
+
+
+def _check_names(path: Path, key: str, names: Any, known: set[str], where: str) -> None:
+    if names == "all":
+        return
+    for name in names:
+        if name not in known:
+            raise ConfigError(path, f"{name!r} is not defined in {where}",
+                              f"use one of: {', '.join(sorted(known))}", key=key)
+
+
+def load_config(config_dir: Path = CONFIG_DIR) -> Config:
+    """Load, validate and cross-check every config file of `config_dir`."""
+    sections: dict[str, Strict] = {}
+    digests: dict[str, str] = {}
+    for filename, model in SECTIONS.items():
+        path = config_dir / filename
+        sections[filename.removesuffix(".yaml")] = parse_section(path, read_yaml(path), model)
+        digests[filename] = hashlib.sha256(path.read_bytes()).hexdigest()
+    cfg = Config(root=config_dir, file_sha256=digests, **sections)  # type: ignore[arg-type]
+    _check_references(cfg)
+    return cfg
