@@ -1,0 +1,209 @@
+"""invoke tasks: the kit's front door. Each task parses its flags and calls one function of the
+`moebench` package; the logic lives there. `invoke --list` shows them, `invoke --help TASK` explains one.
+
+A user error (bad config, hash mismatch, missing build) prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from moebench.errors import EXIT_USER_ERROR, UserError
+
+ROOT = Path(__file__).resolve().parent
+
+
+def user_errors_exit_2(fn):
+    """Turn a UserError into its one-line message and exit code 2; other exceptions are bugs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise Exit(exc.one_line(), code=EXIT_USER_ERROR) from None
+
+    return wrapper
+
+
+def _config():
+    from moebench.config import load_config
+
+    return load_config()
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+@task(help={
+    "device": "device profile from configs/devices.yaml (cpu, cuda, jetson, m2, *_patched)",
+    "pin": "llama.cpp pin from configs/lock.yaml (default: the device's default_pin)",
+    "jobs": "parallel compile jobs (default: all cores)",
+})
+@user_errors_exit_2
+def build(c, device="cpu", pin=None, jobs=None):
+    """Fetch the pinned llama.cpp (hash-verified) and build it deterministically; writes a build manifest."""
+    from moebench.build import build as build_llama
+
+    cfg = _config()
+    pin = pin or cfg.device(device).default_pin
+    manifest = build_llama(cfg, device, pin, jobs=int(jobs) if jobs else None)
+    for name, binary in manifest["binaries"].items():
+        print(f"{binary['sha256']}  {name}")
+
+
+@task(help={
+    "device": "device whose build to check (default cpu)",
+    "pin": "llama.cpp pin (default: the device's default_pin)",
+    "models": "also hash model files: replica-tiny, replica-full, real or none (default: every one present)",
+})
+@user_errors_exit_2
+def verify(c, device="cpu", pin=None, models="present"):
+    """Re-hash sources, binaries and models against lock.yaml and the build manifest; non-zero exit on any mismatch."""
+    from moebench.verify import verify_and_report
+
+    cfg = _config()
+    if not verify_and_report(cfg, device, pin or cfg.device(device).default_pin, models):
+        raise Exit(code=1)
+
+
+@task(positional=["what"], help={
+    "what": "binaries (default) | models | replicas",
+    "device": "device whose build manifest to record (binaries)",
+    "pin": "llama.cpp pin (default: the device's default_pin)",
+    "scale": "replica scale to record (replicas): tiny or full",
+})
+@user_errors_exit_2
+def lock(c, what="binaries", device="cpu", pin=None, scale="tiny"):
+    """Record verified hashes into configs/lock.yaml: built binaries, hub model metadata or replica hashes."""
+    from moebench.lockfile import lock_from_measurements
+
+    cfg = _config()
+    for line in lock_from_measurements(cfg, what, device, pin or cfg.device(device).default_pin, scale):
+        print(line)
+
+
+@task(help={
+    "models": "comma-separated model ids (default: all four)",
+    "token": "Hugging Face token (default: the standard HF config / HF_TOKEN)",
+})
+@user_errors_exit_2
+def download(c, models=None, token=None):
+    """Download the real Q4_K_M GGUFs at their pinned revisions and verify their SHA-256."""
+    from moebench.models.download import download_models
+
+    for result in download_models(_config(), _csv(models) or None, token=token):
+        print(f"{result.sha256}  {result.path}")
+
+
+@task(help={
+    "scale": "tiny (smoke-sized, same architecture) or full (real tensor shapes)",
+    "models": "comma-separated model ids (default: all four)",
+    "pin": "llama.cpp pin whose gguf-py and llama-quantize write the replicas (default offline)",
+})
+@user_errors_exit_2
+def replica(c, scale="tiny", models=None, pin="offline"):
+    """Write architecture-faithful synthetic-weight replicas of the four models and quantize them to Q4_K_M."""
+    from moebench.models.replica import make_replicas
+
+    for result in make_replicas(_config(), scale, pin=pin, models=_csv(models) or None):
+        print(f"{result.sha256}  {result.path}")
+
+
+@task(help={
+    "device": "device profile (cpu, cuda, jetson, m2, *_patched)",
+    "experiment": "experiment from configs/experiments.yaml",
+    "smoke": "run the smoke reduction of the experiment",
+    "only_models": "comma-separated model ids",
+    "threads_override": "run every cell with this many threads",
+    "resume": "skip cells already recorded in --output",
+    "output": "JSONL file (default data/raw/run_<UTC>_<device>_<experiment>.jsonl)",
+    "models": "replica (synthetic weights) or real (downloaded)",
+    "scale": "replica scale: tiny or full",
+    "pin": "llama.cpp pin (default: the device's default_pin)",
+    "allow_unverified": "run even if `invoke verify` fails (recorded in every record)",
+})
+@user_errors_exit_2
+def run(c, device="cpu", experiment="experiment_1_efficiency", smoke=False, only_models=None,
+        threads_override=None, resume=False, output=None, models="replica", scale="tiny", pin=None,
+        allow_unverified=False):
+    """Run an experiment matrix through the pinned llama.cpp; one validated JSONL record per cell."""
+    from moebench.run import default_output_path, run_experiment
+
+    cfg = _config()
+    out = Path(output) if output else default_output_path(device, experiment)
+    summary = run_experiment(cfg, device, experiment, out, smoke=smoke, only_models=_csv(only_models) or None,
+                             threads_override=int(threads_override) if threads_override else None,
+                             resume=resume, allow_unverified=allow_unverified, models_source=models,
+                             replica_scale=scale, pin=pin or cfg.device(device).default_pin)
+    if summary.interrupted:
+        raise Exit(code=130)
+
+
+@task(help={
+    "raw_dir": "directory of run_*.jsonl files",
+    "output_dir": "where benchmark_results.csv and summary_tables/ go",
+    "allow_mixed": "aggregate records of different binaries/commits/model hashes into one cell (flagged)",
+})
+@user_errors_exit_2
+def analyze(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
+    """JSONL records -> results/benchmark_results.csv and results/summary_tables/*.csv."""
+    from moebench.analyze import analyze as analyze_records
+
+    result = analyze_records(_config(), Path(raw_dir), Path(output_dir), allow_mixed=allow_mixed)
+    print(result.describe())
+
+
+@task(help={"output_dir": "results directory holding summary_tables/"})
+@user_errors_exit_2
+def figures(c, output_dir="results"):
+    """Render PNG figures (results/figures) and publication PDFs (results/figures_pub)."""
+    from moebench.figures import render_figures
+
+    out = Path(output_dir)
+    for path in render_figures(out / "summary_tables", out / "figures", out / "figures_pub"):
+        print(path)
+
+
+@task(help={
+    "device": "device profile (cpu, cuda, jetson, m2)",
+    "smoke": "smoke reduction of every experiment",
+    "pin": "llama.cpp pin (default: the device's default_pin)",
+    "models": "replica (default on cpu) or real",
+    "scale": "replica scale: tiny or full",
+    "raw_dir": "where run JSONL files go",
+    "output_dir": "where results go",
+})
+@user_errors_exit_2
+def reproduce(c, device="cpu", smoke=False, pin=None, models=None, scale="tiny", raw_dir="data/raw",
+              output_dir="results"):
+    """build -> verify -> models -> run the device's experiments -> analyze -> figures -> report; resumable."""
+    from moebench.reproduce import reproduce as reproduce_all
+
+    cfg = _config()
+    reproduce_all(cfg, device, smoke=smoke, pin=pin or cfg.device(device).default_pin,
+                  models_source=models, replica_scale=scale, raw_dir=Path(raw_dir), output_dir=Path(output_dir))
+
+
+@task(help={"fast": "skip the slow tests (builds, model runs)", "k": "pytest -k expression"})
+def test(c, fast=False, k=None):
+    """Run the test suite (the slow tests build llama.cpp and run replica models)."""
+    args = [sys.executable, "-m", "pytest", "-ra"]
+    if fast:
+        args += ["-m", "not slow"]
+    if k:
+        args += ["-k", k]
+    code = subprocess.call(args, cwd=ROOT)
+    if code:
+        raise Exit(code=code)
+
+
+models_ns = Collection("models", download, replica)
+ns = Collection(build, verify, lock, run, analyze, figures, reproduce, test)
+ns.add_collection(models_ns)
