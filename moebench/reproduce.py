@@ -1,0 +1,111 @@
+"""`invoke reproduce`: every stage in order, in one resumable command.
+
+build -> models -> verify -> run (each experiment the device lists) -> analyze -> figures -> report.
+Which run files belong to this reproduction is kept in a small state file next to the raw data, so a
+second invocation after an interruption resumes the same JSONL files instead of starting new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from moebench.config import Config
+from moebench.errors import IntegrityError
+
+
+@dataclass
+class StageTimes:
+    rows: list[tuple[str, float, str]] = field(default_factory=list)
+
+    def timed(self, name: str, fn, *args, **kwargs):
+        print(f"== {name}", flush=True)
+        start = time.monotonic()
+        result = fn(*args, **kwargs)
+        self.rows.append((name, time.monotonic() - start, ""))
+        return result
+
+    def note(self, text: str) -> None:
+        name, seconds, _ = self.rows[-1]
+        self.rows[-1] = (name, seconds, text)
+
+    def render(self) -> str:
+        width = max(len(name) for name, _, _ in self.rows)
+        lines = [f"{'stage':<{width}}  {'seconds':>8}  result", f"{'-' * width}  {'-' * 8}  ------"]
+        lines += [f"{name:<{width}}  {seconds:8.1f}  {note}" for name, seconds, note in self.rows]
+        total = sum(seconds for _, seconds, _ in self.rows)
+        return "\n".join(lines + [f"{'total':<{width}}  {total:8.1f}"])
+
+
+def _state_path(raw_dir: Path, device: str, smoke: bool, models_source: str, scale: str) -> Path:
+    variant = f"{device}_{models_source}-{scale}{'_smoke' if smoke else ''}"
+    return raw_dir / f".reproduce_{variant}.json"
+
+
+def _run_outputs(state_file: Path, device: str, experiments: tuple[str, ...]) -> dict[str, Path]:
+    """Output file per experiment: the unfinished reproduction's if there is one, else new ones."""
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if set(state["outputs"]) == set(experiments) and not state.get("complete"):
+            print(f"resuming the reproduction recorded in {state_file}")
+            return {name: Path(path) for name, path in state["outputs"].items()}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    outputs = {name: state_file.parent / f"run_{stamp}_{device}_{name}.jsonl" for name in experiments}
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": False}, indent=2))
+    return outputs
+
+
+def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source: str | None,
+              replica_scale: str, raw_dir: Path, output_dir: Path) -> StageTimes:
+    from moebench.analyze import analyze
+    from moebench.build import build
+    from moebench.figures import render_figures
+    from moebench.models.download import download_models
+    from moebench.models.replica import make_replicas
+    from moebench.report import write_report
+    from moebench.run import run_experiment
+    from moebench.verify import verify_and_report
+
+    dev = cfg.device(device)
+    source = models_source or ("replica" if dev.backend == "cpu" else "real")
+    stages = StageTimes()
+
+    manifest = stages.timed("build", build, cfg, device, pin)
+    stages.note(f"{len(manifest['binaries'])} binaries, {manifest['toolchain_id']}")
+    if source == "replica":
+        models = stages.timed("models", make_replicas, cfg, replica_scale, pin="offline")
+        stages.note(f"{len(models)} {replica_scale} replicas")
+    else:
+        models = stages.timed("models", download_models, cfg, None)
+        stages.note(f"{len(models)} real models")
+    if not stages.timed("verify", verify_and_report, cfg, device, pin, f"replica-{replica_scale}" if source == "replica" else "real"):
+        raise IntegrityError("invoke verify", "a source, binary or model hash does not match its pin",
+                             "see the table above; rebuild (invoke build) or re-fetch the named file")
+    stages.note("all hashes match")
+
+    state_file = _state_path(raw_dir, device, smoke, source, replica_scale)
+    outputs = _run_outputs(state_file, device, dev.experiments)
+    for experiment, output in outputs.items():
+        summary = stages.timed(f"run {experiment}", run_experiment, cfg, device, experiment, output,
+                               smoke=smoke, only_models=None, threads_override=None, resume=output.exists(),
+                               allow_unverified=False, models_source=source, replica_scale=replica_scale, pin=pin)
+        stages.note(summary.describe())
+        if summary.interrupted:
+            print(stages.render())
+            print(f"interrupted: run the same command again to resume ({state_file})")
+            return stages
+    state_file.write_text(json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": True}, indent=2))
+
+    analysis = stages.timed("analyze", analyze, cfg, raw_dir, output_dir)
+    stages.note(analysis.describe())
+    figures = stages.timed("figures", render_figures, output_dir / "summary_tables", output_dir / "figures",
+                           output_dir / "figures_pub")
+    stages.note(f"{len(figures)} files")
+    report = stages.timed("report", write_report, cfg, analysis, output_dir)
+    stages.note(str(report))
+    print(stages.render())
+    return stages
