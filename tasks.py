@@ -66,9 +66,9 @@ def build(c, device="cpu", pin=None, jobs=None):
 @user_errors_exit_2
 def verify(c, device="cpu", pin=None, models="present"):
     """Re-hash sources, binaries and models against lock.yaml and the build manifest; non-zero exit on any mismatch."""
+    cfg = _config()
     from moebench.verify import verify_and_report
 
-    cfg = _config()
     if not verify_and_report(cfg, device, pin or cfg.device(device).default_pin, models):
         raise Exit(code=1)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from moebench.errors import ConfigError
 
@@ -121,6 +121,15 @@ class ModelSpec(Strict):
     hparams: HyperParams
     tiny_hparams: HyperParams
 
+    @model_validator(mode="after")
+    def _experts_match_kind(self) -> "ModelSpec":
+        for hp in (self.hparams, self.tiny_hparams):
+            has_experts = hp.expert_count is not None and hp.expert_used_count is not None
+            if has_experts != (self.kind == "moe"):
+                raise ValueError(f"with kind {self.kind!r}, {'set' if self.kind == 'moe' else 'remove'} "
+                                 "expert_count and expert_used_count in both hparams and tiny_hparams")
+        return self
+
 
 class Models(Strict):
     schema_version: int
@@ -152,7 +161,8 @@ class Device(Strict):
     description: str
     backend: Literal["cpu", "cuda", "metal"]
     default_pin: str
-    threads: int | Literal["physical_cores"] = Field(description="llama.cpp -t; physical_cores counts this host's")
+    threads: Annotated[int, Field(gt=0)] | Literal["physical_cores"] = Field(
+        description="llama.cpp -t; physical_cores counts this host's")
     n_gpu_layers: int = Field(ge=0)
     cmake_flags: tuple[str, ...]
     monitors: tuple[Literal["psutil", "tegrastats", "nvml", "nvpmodel"], ...]
@@ -277,19 +287,36 @@ class Config:
         return self.lock.llama_cpp[name]
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tuple[", "list[")))
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The part of a pydantic error location that names keys of the YAML (drops union branch tags)."""
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
 
 
-def _fix_for(error: dict[str, Any], model: type[Strict]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
+def _fix_for(errors: list[dict[str, Any]]) -> str:
+    kinds = {error["type"] for error in errors}
+    if "extra_forbidden" in kinds:
         return "remove or rename the key; see the schema in moebench/config.py"
-    if kind == "missing":
+    if "missing" in kinds:
         return "add the key"
-    if kind.startswith("literal_error"):
-        return f"use {error['ctx']['expected']}"
-    return f"give a value that is {error['msg'].lower().removeprefix('input should be ')}"
+    if "value_error" in kinds:
+        return errors[0]["msg"].removeprefix("Value error, ")
+    wanted = []
+    for error in errors:
+        if error["type"].startswith("literal_error"):
+            wanted.append(error["ctx"]["expected"])
+        else:
+            wanted.append(error["msg"].lower().removeprefix("input should be ").split(",")[0])
+    return "give " + " or ".join(dict.fromkeys(wanted))
 
 
 def parse_section(path: Path, data: Any, model: type[Strict]) -> Strict:
@@ -302,11 +329,15 @@ def parse_section(path: Path, data: Any, model: type[Strict]) -> Strict:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        shown = first.get("input")
-        got = "" if first["type"] in ("missing", "extra_forbidden") else f", got {shown!r}"[:120]
-        raise ConfigError(path, f"{first['msg']}{got}", _fix_for(first, model),
-                          key=_format_loc(first["loc"])) from None
+        errors = exc.errors()
+        where = _data_path(data, errors[0]["loc"])
+        if errors[0]["type"] == "missing":
+            where = where + (errors[0]["loc"][-1],)
+        same_place = [e for e in errors if _data_path(data, e["loc"]) == _data_path(data, errors[0]["loc"])]
+        first = same_place[0]
+        got = "" if first["type"] in ("missing", "extra_forbidden") else f", got {first.get('input')!r}"[:120]
+        problem = "unknown key" if first["type"] == "extra_forbidden" else f"{first['msg']}{got}"
+        raise ConfigError(path, problem, _fix_for(same_place), key=".".join(map(str, where))) from None
 
 
 def read_yaml(path: Path) -> Any:
