@@ -1,0 +1,189 @@
+"""`invoke verify`: re-hash everything a result depends on and compare it with its pin.
+
+One `Check` per file: the source archive (vs lock.yaml), the source tree (full git tree hash vs
+lock.yaml), every built binary (vs its build manifest, and vs `lock.binaries` when this
+device/pin/toolchain is pinned there) and the model files the caller names. Nothing is trusted
+from a marker or mtime here; every byte is read again (files hashed in parallel).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from moebench import paths
+from moebench.build import build_dir_for, load_manifest
+from moebench.config import Config
+from moebench.errors import UserError
+from moebench.hashing import git_tree_hash, sha256_files
+from moebench.source import CHANNELS, marker_path, tree_dir
+
+
+@dataclass(frozen=True)
+class Check:
+    item: str
+    path: str
+    expected: str | None
+    actual: str | None
+    ok: bool
+    note: str = ""
+
+    def message(self) -> str:
+        """One line: what, where, both hashes."""
+        if self.ok:
+            return f"ok: {self.item}: {self.path}"
+        if self.actual is None or self.expected is None:
+            return f"FAIL: {self.item}: {self.path}: {self.note}"
+        return f"FAIL: {self.item}: {self.path}: sha256 is {self.actual}, expected {self.expected} ({self.note})"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file to hash, with the SHA-256 its pin expects (None: not pinned, reported as a failure)."""
+    name: str
+    path: Path
+    expected_sha256: str | None
+    pin_key: str = ""
+
+
+def verify(cfg: Config, device: str, pin: str, models: Iterable[ModelFile | tuple[Path, str | None]] = (),
+           work_root: Path | None = None) -> list[Check]:
+    """Every check for `device`/`pin` plus the given model files (ModelFile or (path, expected sha256));
+    `all(c.ok for c in checks)` means verified."""
+    checks = _source_checks(cfg, pin)
+    checks += _binary_checks(cfg, device, pin, work_root)
+    checks += _model_checks([m if isinstance(m, ModelFile) else ModelFile(Path(m[0]).name, Path(m[0]), m[1])
+                             for m in models])
+    return checks
+
+
+def _source_checks(cfg: Config, pin_name: str) -> list[Check]:
+    pin = cfg.pin(pin_name)
+    tree = tree_dir(pin_name, pin.commit)
+    checks = []
+    channel = None
+    if marker_path(tree).is_file():
+        channel = json.loads(marker_path(tree).read_text(encoding="utf-8")).get("channel")
+    archive = _archive_of(cfg, pin_name, channel)
+    if archive is not None:
+        path, expected, key = archive
+        actual = sha256_files([path])[path] if path.is_file() else None
+        note = f"lock.yaml {key}" if path.is_file() else "archive not downloaded (run: invoke build)"
+        checks.append(Check("source archive", str(path), expected, actual,
+                            actual is not None and actual == expected, note))
+    if not tree.is_dir():
+        checks.append(Check("source tree", str(tree), pin.tree_hash, None, False,
+                            f"not fetched (run: invoke build --pin {pin_name})"))
+        return checks
+    actual = git_tree_hash(tree, exclude=pin.generated_files)
+    note = f"lock.yaml llama_cpp.{pin_name}.tree_hash" if pin.tree_hash else "no tree_hash pinned in lock.yaml"
+    checks.append(Check("source tree", str(tree), pin.tree_hash, actual, actual == pin.tree_hash, note))
+    return checks
+
+
+def _archive_of(cfg: Config, pin_name: str, channel: str | None) -> tuple[Path, str | None, str] | None:
+    pin = cfg.pin(pin_name)
+    channel = channel if channel in CHANNELS else pin.default_source
+    if channel == "pypi_sdist" and pin.sources.pypi_sdist is not None:
+        sdist = pin.sources.pypi_sdist
+        return paths.downloads_dir() / sdist.filename, sdist.sha256, f"llama_cpp.{pin_name}.sources.pypi_sdist.sha256"
+    if channel == "archive" and pin.sources.archive is not None:
+        return (paths.downloads_dir() / f"llama.cpp-{pin.commit}.tar.gz", pin.sources.archive.sha256,
+                f"llama_cpp.{pin_name}.sources.archive.sha256")
+    return None  # a git checkout has no archive; git proved its tree when it was fetched
+
+
+def _binary_checks(cfg: Config, device: str, pin: str, work_root: Path | None) -> list[Check]:
+    try:
+        manifest = load_manifest(device, pin, work_root)
+    except UserError as exc:
+        return [Check("build manifest", exc.where, None, None, False, f"{exc.problem} ({exc.fix})")]
+    root = build_dir_for(device, pin, work_root)
+    files = {name: root / entry["path"] for name, entry in manifest["binaries"].items()}
+    present = [path for path in files.values() if path.is_file()]
+    digests = sha256_files(present)
+    key = f"{device}/{pin}/{manifest['toolchain_id']}"
+    locked = cfg.lock.binaries.get(key)
+    checks = []
+    for name, path in files.items():
+        actual = digests.get(path)
+        expected = manifest["binaries"][name]["sha256"]
+        note = "build manifest" if actual else "missing"
+        checks.append(Check(f"{name} (manifest)", str(path), expected, actual, actual == expected, note))
+        if locked is not None:
+            pinned = locked.get(name)
+            note = f"lock.yaml binaries.{key}.{name}" if pinned else f"lock.yaml binaries.{key} has no {name}"
+            checks.append(Check(f"{name} (lock)", str(path), pinned, actual, pinned is not None and actual == pinned, note))
+    if locked is None:
+        checks.append(Check("binaries (lock)", str(cfg.root / "lock.yaml"), None, None, True,
+                            f"no binaries.{key} pinned (run `invoke lock` to pin this build)"))
+    return checks
+
+
+def _model_checks(models: list[ModelFile]) -> list[Check]:
+    present = [m.path for m in models if m.path.is_file()]
+    digests = sha256_files(present)
+    checks = []
+    for model in models:
+        actual = digests.get(model.path)
+        if actual is None:
+            checks.append(Check(f"model {model.name}", str(model.path), model.expected_sha256, None, False, "missing"))
+            continue
+        note = model.pin_key or "expected by caller"
+        if model.expected_sha256 is None:
+            note = f"no sha256 pinned ({model.pin_key or 'caller gave none'})"
+        checks.append(Check(f"model {model.name}", str(model.path), model.expected_sha256, actual,
+                            actual == model.expected_sha256, note))
+    return checks
+
+
+def render_table(checks: list[Check]) -> str:
+    """An aligned table (item, ok, expected, actual, path), then one line per mismatch."""
+    def short(value: str | None) -> str:
+        return "-" if value is None else value[:16]
+
+    rows = [(c.item, "ok" if c.ok else "FAIL", short(c.expected), short(c.actual), c.path) for c in checks]
+    header = ("item", "status", "expected", "actual", "path")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
+             for row in [header, tuple("-" * w for w in widths) + ("-" * 4,), *rows]]
+    lines += [c.message() for c in checks if not c.ok]
+    failed = sum(not c.ok for c in checks)
+    lines.append(f"{len(checks) - failed} of {len(checks)} checks passed" + (f", {failed} FAILED" if failed else ""))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def model_files(cfg: Config, which: str, pin: str = "offline") -> list[ModelFile]:
+    """The model files `invoke verify --models` names: replica-tiny, replica-full, real, none or present."""
+    if which == "none":
+        return []
+    from moebench.models import registry
+
+    if which == "present":
+        sources = [("replica", "tiny"), ("replica", "full"), ("real", "tiny")]
+    elif which in ("replica-tiny", "replica-full"):
+        sources = [("replica", which.removeprefix("replica-"))]
+    elif which == "real":
+        sources = [("real", "tiny")]
+    else:
+        raise UserError("--models", f"unknown model set {which!r}",
+                        "use one of: replica-tiny, replica-full, real, none, present")
+    files = []
+    for source, scale in sources:
+        for model_id in cfg.models.models:
+            ref = registry.resolve(cfg, model_id, source, scale, pin)
+            if which == "present" and not ref.path.is_file():
+                continue
+            files.append(ModelFile(f"{model_id} ({ref.label})", ref.path, ref.expected_sha256, ref.pin_key))
+    return files
+
+
+def verify_and_report(cfg: Config, device: str, pin: str, models: str = "present") -> bool:
+    """`invoke verify`: print the table, return True only when every check passed."""
+    replica_pin = "offline" if models.startswith("replica") or models == "present" else pin
+    checks = verify(cfg, device, pin, model_files(cfg, models, replica_pin))
+    print(render_table(checks), file=sys.stdout, flush=True)
+    return all(check.ok for check in checks)

@@ -1,0 +1,79 @@
+"""hashing.git_tree_hash must equal git's own tree id; sha256_files must equal hashlib."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from moebench.hashing import git_tree_hash, sha256_file, sha256_files
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org", "GIT_CEILING_DIRECTORIES": str(repo.parent)}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_tree(root: Path) -> None:
+    """Every case git's tree format distinguishes: nesting, modes, a symlink, '/'-sorted names."""
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "a" / "deep" / "f.c").write_text("int main(void) { return 0; }\n")
+    (root / "a-b").write_text("sorts before 'a/' as a file, after 'a' as a directory name\n")
+    (root / "a.txt").write_text("'.' sorts before '/'\n")
+    (root / "a0").write_text("'0' sorts after '/'\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+    (root / "link").symlink_to("a/deep/f.c")
+    (root / "empty.bin").write_bytes(b"")
+    (root / "bin.dat").write_bytes(bytes(range(256)) * 7)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    make_tree(root)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "tree")
+    return root
+
+
+def test_tree_hash_equals_git(repo):
+    assert git_tree_hash(repo) == git(repo, "rev-parse", "HEAD^{tree}")
+
+
+def test_tree_hash_sees_a_changed_mode_and_content(repo):
+    before = git_tree_hash(repo)
+    (repo / "run.sh").chmod(0o644)
+    after_mode = git_tree_hash(repo)
+    assert after_mode != before
+    (repo / "run.sh").chmod(0o755)
+    (repo / "a" / "deep" / "f.c").write_text("int main(void) { return 1; }\n")
+    assert git_tree_hash(repo) not in (before, after_mode)
+
+
+def test_excluded_and_untracked_paths(repo):
+    """An excluded generated file and an empty directory do not change the hash (git records neither)."""
+    expected = git(repo, "rev-parse", "HEAD^{tree}")
+    (repo / "a" / "generated.cpp").write_text("int build_number = 7;\n")
+    (repo / "empty-dir").mkdir()
+    assert git_tree_hash(repo, exclude=["a/generated.cpp"]) == expected
+    assert git_tree_hash(repo) != expected
+
+
+def test_sha256_files_equals_hashlib(tmp_path):
+    sizes = [0, 1, 4095, 8 * 1024 * 1024 + 17, 300_000]
+    files = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"f{i}.bin"
+        path.write_bytes(os.urandom(size))
+        files.append(path)
+    digests = sha256_files(files)
+    assert list(digests) == files
+    for path in files:
+        assert digests[path] == hashlib.sha256(path.read_bytes()).hexdigest() == sha256_file(path)
