@@ -1,0 +1,155 @@
+"""Tiny replicas of all four models: written, quantized, read back, run in the pinned llama.cpp."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from moebench.errors import IntegrityError, UserError
+from moebench.models import replica
+from moebench.models.pinned import load_pinned_gguf, quantize_binary
+
+pytestmark = pytest.mark.slow
+
+PIN = "offline"
+DEVICE = "cpu"
+
+
+@pytest.fixture(scope="module")
+def module_cfg():
+    from moebench import config
+
+    return config.load_config()
+
+
+@pytest.fixture(scope="module")
+def tools(module_cfg):
+    """The pinned gguf-py and the pinned build's binaries (built first if this checkout has none)."""
+    from moebench.build import binary_path, build
+
+    try:
+        binary_path(DEVICE, PIN, "llama-quantize")
+    except UserError:  # no build in this checkout yet: make it (minutes)
+        build(module_cfg, DEVICE, PIN)
+    return {"gguf": load_pinned_gguf(module_cfg, PIN), "quantize": quantize_binary(DEVICE, PIN),
+            "cli": Path(binary_path(DEVICE, PIN, "llama-cli")), "bench": Path(binary_path(DEVICE, PIN, "llama-bench"))}
+
+
+@pytest.fixture(scope="module")
+def tiny(module_cfg, tools, tmp_path_factory) -> dict[str, replica.ReplicaResult]:
+    out = tmp_path_factory.mktemp("replica-tiny")
+    return {m: replica.make_replica(module_cfg, m, "tiny", out, tools["quantize"], pin=PIN, gguf=tools["gguf"])
+            for m in module_cfg.models.models}
+
+
+MODELS = ["olmoe-1b-7b-0924-instruct-q4km", "llama-3.2-1b-instruct-q4km", "qwen2.5-1.5b-instruct-q4km",
+          "gemma-2-2b-it-q4km"]
+
+
+def field(reader, key: str):
+    f = reader.fields[key]
+    kind = f.types[0].name
+    if kind == "STRING":
+        return bytes(f.parts[f.data[0]]).decode()
+    if kind == "ARRAY":
+        return len(f.data)
+    return f.parts[f.data[0]][0].item()
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_metadata_and_tensors_match_models_yaml(module_cfg, tools, tiny, model_id):
+    spec = module_cfg.models.models[model_id]
+    hp, arch = spec.tiny_hparams, spec.architecture
+    reader = tools["gguf"].GGUFReader(tiny[model_id].path)
+    assert field(reader, "general.architecture") == arch
+    assert field(reader, "general.file_type") == tools["gguf"].LlamaFileType.MOSTLY_Q4_K_M
+    expected = {"block_count": hp.block_count, "embedding_length": hp.embedding_length,
+                "feed_forward_length": hp.feed_forward_length, "context_length": hp.context_length,
+                "attention.head_count": hp.head_count, "attention.head_count_kv": hp.head_count_kv}
+    if hp.expert_count:
+        expected |= {"expert_count": hp.expert_count, "expert_used_count": hp.expert_used_count}
+    if hp.head_dim:
+        expected |= {"attention.key_length": hp.head_dim, "attention.value_length": hp.head_dim}
+    for key, value in expected.items():
+        assert field(reader, f"{arch}.{key}") == value, key
+    assert field(reader, "tokenizer.ggml.tokens") == hp.vocab_size
+    assert field(reader, f"{arch}.rope.freq_base") == pytest.approx(hp.rope_freq_base)
+    tensors = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
+    planned = {t.name: tuple(reversed(t.shape)) for t in replica.tensor_specs(arch, hp)}
+    assert tensors == planned
+    if arch == "olmoe":
+        assert {f"blk.0.ffn_{x}_exps.weight" for x in ("gate", "up", "down")} <= tensors.keys()
+        assert tensors["blk.0.ffn_gate_inp.weight"] == (hp.embedding_length, hp.expert_count)
+    if arch == "gemma2":
+        assert field(reader, "gemma2.attn_logit_softcapping") == pytest.approx(hp.attn_logit_softcapping)
+        assert "blk.0.post_ffw_norm.weight" in tensors
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_generates_in_llama_cli(tools, tiny, model_id):
+    argv = [str(tools["cli"]), "-m", str(tiny[model_id].path), "-n", "8", "-p", "hello", "--temp", "0",
+            "--seed", "1", "-t", "2", "--ignore-eos", "-c", "256"]
+    done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("hello") and len(done.stdout.strip()) > len("hello")
+    # The first generated token comes from the prompt's logits; each later one costs one eval run.
+    runs = re.search(r"^llama_perf_context_print:\s+eval time =.*/\s*(\d+) runs", done.stderr, re.M)
+    assert runs and int(runs.group(1)) + 1 == 8, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_runs_in_llama_bench(tools, tiny, model_id, module_cfg):
+    argv = [str(tools["bench"]), "-m", str(tiny[model_id].path), "-p", "16", "-n", "8", "-r", "1", "-t", "2",
+            "-o", "json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert [(r["n_prompt"], r["n_gen"]) for r in rows] == [(16, 0), (0, 8)]
+    assert all(r["avg_ts"] > 0 for r in rows)
+    assert rows[0]["model_type"].startswith(module_cfg.models.models[model_id].architecture)
+
+
+def test_same_inputs_same_bytes_for_any_thread_count(module_cfg, tools, tiny, tmp_path):
+    for model_id, first in tiny.items():
+        again = replica.make_replica(module_cfg, model_id, "tiny", tmp_path, tools["quantize"], pin=PIN,
+                                     gguf=tools["gguf"], threads=1)
+        assert (again.sha256, again.f16_sha256, again.size_bytes) == (first.sha256, first.f16_sha256,
+                                                                       first.size_bytes), model_id
+    assert not list(tmp_path.glob("*.F16.gguf")) and not list(tmp_path.glob(".*"))
+
+
+def test_generated_replicas_match_the_lock(module_cfg, tiny):
+    pins = module_cfg.lock.replicas.get(f"tiny/{PIN}", {})
+    for model_id, result in tiny.items():
+        if model_id in pins:
+            assert result.sha256 == pins[model_id], model_id
+
+
+def _with_pins(cfg, pins: dict[str, str]):
+    lock = cfg.lock.model_copy(update={"replicas": {**cfg.lock.replicas, f"tiny/{PIN}": pins}})
+    return dataclasses.replace(cfg, lock=lock)
+
+
+def test_make_replicas_skips_pinned_files_and_refuses_a_mismatch(module_cfg, tools, tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOEBENCH_MODELS", str(tmp_path))
+    model_id = "llama-3.2-1b-instruct-q4km"
+    good = tiny[model_id].sha256
+    cfg = _with_pins(module_cfg, {model_id: good})
+    made = replica.make_replicas(cfg, "tiny", pin=PIN, models=[model_id], device=DEVICE)
+    target = tmp_path / "replica-tiny" / f"{model_id}.Q4_K_M.gguf"
+    assert [(r.path, r.sha256, r.reused) for r in made] == [(target, good, False)]
+    again = replica.make_replicas(cfg, "tiny", pin=PIN, models=[model_id], device=DEVICE)
+    assert again[0].reused and again[0].f16_sha256 == tiny[model_id].f16_sha256
+
+    wrong = "0" * 64
+    with pytest.raises(IntegrityError) as caught:
+        replica.make_replicas(_with_pins(module_cfg, {model_id: wrong}), "tiny", pin=PIN, models=[model_id],
+                              device=DEVICE)
+    message = caught.value.one_line()
+    assert good in message and wrong in message and model_id in message
+    assert target.is_file() and replica.sha256_file(target) == good  # the existing file is left as it was
