@@ -1,0 +1,87 @@
+"""Shared by the harness benchmarks: cells run straight through moebench.engines and monitors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from moebench import engines
+from moebench.hashing import sha256_file
+from moebench.monitors import create_monitors
+from moebench.plan import Cell, Knobs, cell_key
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPT = ("Explain, step by step, how a compiler turns source code into machine code, and why an "
+          "optimizing compiler may reorder instructions.")
+
+
+def args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--bin-dir", type=Path, required=True, help="directory with llama-cli, llama-server, llama-bench")
+    parser.add_argument("--model", type=Path, required=True, help="GGUF model (a tiny replica for a quick run)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n-predict", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=5)
+    return parser.parse_args()
+
+
+def knobs(a: argparse.Namespace, n_predict: int | None = None) -> Knobs:
+    return Knobs(threads=a.threads, n_predict=n_predict or a.n_predict, ctx_size=2048, batch_size=2048,
+                 ubatch_size=512, n_gpu_layers=0, seed=42, temperature=0.0, ignore_eos=True)
+
+
+def cell(k: Knobs, rep: int, prompt_id: str = "bench") -> Cell:
+    return Cell(cell_key=cell_key("bench", "model", prompt_id, rep, False, k), experiment="bench",
+                model_id="model", prompt_id=prompt_id, prompt_length_class="medium", repetition=rep,
+                is_warmup=False, knobs=k)
+
+
+def run_cells(mode: str, a: argparse.Namespace, cells: list[Cell], monitor_names: tuple[str, ...] = ("psutil",),
+              prompt: str = PROMPT) -> tuple[list[engines.Outcome], float]:
+    """Outcomes of `cells` in one engine, and the wall time of the whole batch (server start included)."""
+    monitors = create_monitors(monitor_names)
+    hooks = engines.MonitorHooks(start=lambda pid: [m.start(pid) for m in monitors],
+                                 stop=lambda: [m.stop() for m in monitors])
+    outcomes = []
+    with tempfile.TemporaryDirectory() as work:
+        engine = engines.ENGINES[mode](a.bin_dir / engines.BINARY_FOR_MODE[mode], Path(work), 600.0)
+        started = time.monotonic()
+        try:
+            for c in cells:
+                outcome = engine.run_cell(c, a.model, prompt, hooks)
+                if outcome.failure:
+                    raise RuntimeError(f"{mode} cell failed: {outcome.failure}")
+                outcomes.append(outcome)
+        finally:
+            engine.close()
+        wall = time.monotonic() - started
+    return outcomes, wall
+
+
+def rates(outcomes: list[engines.Outcome]) -> dict[str, list[float]]:
+    m = [o.measured for o in outcomes]
+    return {"gen_tokens_per_s": [x["gen_tokens"] * 1000 / x["gen_ms"] for x in m],
+            "prefill_tokens_per_s": [x["prompt_tokens"] * 1000 / x["prefill_ms"] for x in m]}
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "stddev": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def write(name: str, a: argparse.Namespace, body: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    meta = {"model": str(a.model), "model_sha256": sha256_file(a.model), "bin_dir": str(a.bin_dir),
+            "llama_cli_sha256": sha256_file(a.bin_dir / "llama-cli"), "threads": a.threads,
+            "n_predict": a.n_predict, "reps": a.reps, "host": platform.platform(),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out.write_text(json.dumps({"benchmark": name, "meta": meta, **body}, indent=2) + "\n")
+    print(json.dumps(body, indent=2))
+    return out

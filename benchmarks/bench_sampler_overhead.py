@@ -1,0 +1,41 @@
+"""(b) What does the psutil sampler (20 Hz, in the harness process) cost llama.cpp's throughput?
+Cells alternate sampling on / off in one persistent server so both see the same machine state."""
+
+from __future__ import annotations
+
+from _common import args, cell, knobs, rates, run_cells, stats, write
+
+from moebench import engines
+from moebench.monitors import create_monitors
+
+
+def main() -> None:
+    a = args(__doc__)
+    k = knobs(a)
+    import tempfile
+    from pathlib import Path
+
+    on, off = [], []
+    with tempfile.TemporaryDirectory() as work:
+        engine = engines.ServerEngine(a.bin_dir / "llama-server", Path(work), 600.0)
+        try:
+            for rep in range(2 * a.reps + 1):
+                monitors = create_monitors(("psutil",) if rep % 2 else ())
+                hooks = engines.MonitorHooks(start=lambda pid: [m.start(pid) for m in monitors],
+                                             stop=lambda: [m.stop() for m in monitors])
+                outcome = engine.run_cell(cell(k, rep), a.model, __import__("_common").PROMPT, hooks)
+                if rep == 0:
+                    continue  # warm-up
+                (on if rep % 2 else off).append(outcome)
+        finally:
+            engine.close()
+    r_on, r_off = rates(on), rates(off)
+    body = {"sampling_on": {n: stats(v) for n, v in r_on.items()},
+            "sampling_off": {n: stats(v) for n, v in r_off.items()}}
+    body["gen_overhead_percent"] = 100 * (1 - body["sampling_on"]["gen_tokens_per_s"]["mean"]
+                                          / body["sampling_off"]["gen_tokens_per_s"]["mean"])
+    write("sampler_overhead", a, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""How a cell reaches llama.cpp: one llama-cli process per cell, or one request to a persistent
+llama-server. Both take argument lists (never shell strings), run in their own session so a Ctrl-C
+on the terminal reaches only the harness, and turn every way a process can end into an outcome.
+
+What each runner measures (timings themselves always come from llama.cpp's own counters):
+- cli: load_ms, prefill and generation from the perf footer; the harness's first stdout byte comes
+  after process start, model load and llama-cli's warm-up run, so it is *not* a time to first
+  token: it is kept as details.first_stdout_byte_ms and ttft_ms is null.
+- server: ttft_ms = first streamed token received - request sent (HTTP, tokenization, prefill and
+  the first sampling step); the model loads once per server start (details.server_start_ms).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from moebench import parse
+from moebench.plan import Cell, Knobs
+
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+SERVER_START_TIMEOUT_S = 600.0
+
+
+@dataclass
+class Outcome:
+    """One cell's result as the engine saw it; run.py turns it into a record."""
+
+    measured: dict[str, Any] = field(default_factory=dict)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+    failure: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+# --- how a process ended ------------------------------------------------------------------------
+
+def oom_kill_count() -> int | None:
+    """The kernel's oom_kill counter for this process's memory cgroup (v2 memory.events, v1 oom_control)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidate = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events"
+        elif "memory" in controllers.split(","):
+            candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"
+        else:
+            continue
+        count = parse_oom_kill_counter(candidate.read_text()) if candidate.is_file() else None
+        if count is not None:
+            return count
+    return None
+
+
+def parse_oom_kill_counter(text: str) -> int | None:
+    """`oom_kill N` from cgroup v2 memory.events or cgroup v1 memory.oom_control."""
+    match = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def kernel_log_names_oom(pid: int) -> bool:
+    """True when the kernel log (dmesg, where readable) says it OOM-killed `pid`."""
+    try:
+        done = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and dmesg_names_oom(done.stdout, pid)
+
+
+def dmesg_names_oom(text: str, pid: int) -> bool:
+    return bool(re.search(rf"(Out of memory|oom-kill|Memory cgroup out of memory).*\b{pid}\b|Killed process {pid}\b", text))
+
+
+def classify_exit(returncode: int, stderr: str, *, timed_out: bool, oom_before: int | None,
+                  oom_after: int | None, oom_in_kernel_log: bool) -> dict[str, Any] | None:
+    """None for a clean exit, else the failure object of the record (reason, exit code, signal)."""
+    if returncode == 0 and not timed_out:
+        return None
+    sig = -returncode if returncode < 0 else None
+    code = returncode if returncode >= 0 else None
+    if timed_out:
+        reason, message = "timeout", "the cell ran past generation.timeout_s and was killed"
+    elif sig == signal.SIGKILL:
+        oom = oom_in_kernel_log or (oom_before is not None and oom_after is not None and oom_after > oom_before)
+        reason = "oom_killed" if oom else "killed"
+        message = ("the kernel's OOM killer ended the process (cgroup oom_kill counter or kernel log)" if oom
+                   else "killed by SIGKILL; the kernel did not report an OOM kill")
+    elif sig is not None and sig in CRASH_SIGNALS:
+        reason, message = "crash", f"died on {signal.Signals(sig).name}"
+    elif sig is not None:
+        reason, message = "killed", f"ended by {signal.Signals(sig).name}"
+    elif parse.is_load_failure(stderr):
+        reason, message = "load_failed", "llama.cpp could not load the model or create its context"
+    else:
+        reason, message = "nonzero_exit", f"exited with status {code}"
+    return {"reason": reason, "message": message, "exit_code": code, "signal": sig,
+            "stderr_tail": parse.tail(stderr)}
+
+
+def failure(reason: str, message: str, stderr: str = "", exit_code: int | None = None,
+            sig: int | None = None) -> dict[str, Any]:
+    return {"reason": reason, "message": message, "exit_code": exit_code, "signal": sig,
+            "stderr_tail": parse.tail(stderr)}
+
+
+def _kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- engines ------------------------------------------------------------------------------------
+
+class Engine:
+    """Runs cells; `abort()` may be called from a signal handler to stop the cell in flight."""
+
+    mode = "engine"
+
+    def __init__(self, binary: Path, workdir: Path, timeout_s: float):
+        self.binary = binary
+        self.workdir = workdir
+        self.timeout_s = timeout_s
+        self.aborted = False
+        self._current: subprocess.Popen[Any] | None = None
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self._current is not None:
+            _kill_group(self._current)
+
+    def run_cell(self, cell: Cell, model: Path, prompt: str, monitors: "MonitorHooks") -> Outcome:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class MonitorHooks:
+    start: Callable[[int | None], None]
+    stop: Callable[[], None]
+
+
+def cli_args(binary: Path, model: Path, prompt_file: Path, knobs: Knobs) -> list[str]:
+    args = [str(binary), "-m", str(model), "-f", str(prompt_file), "--no-display-prompt", "--simple-io",
+            "-n", str(knobs.n_predict), "--temp", str(knobs.temperature), "--seed", str(knobs.seed),
+            "-c", str(knobs.ctx_size), "-b", str(knobs.batch_size), "-ub", str(knobs.ubatch_size),
+            "-t", str(knobs.threads), "-ngl", str(knobs.n_gpu_layers)]
+    return args + (["--ignore-eos"] if knobs.ignore_eos else [])
+
+
+class CliEngine(Engine):
+    """One llama-cli process per cell."""
+
+    mode = "cli"
+    # Test hook: cell -> preexec_fn (e.g. an address-space cap) or None. Never set by the kit itself.
+    preexec_for_cell: Callable[[Cell], Callable[[], None] | None] | None = None
+
+    def run_cell(self, cell: Cell, model: Path, prompt: str, monitors: MonitorHooks) -> Outcome:
+        prompt_file = self.workdir / f"prompt-{cell.prompt_id}.txt"
+        prompt_file.write_text(prompt, encoding="utf-8")
+        args = cli_args(self.binary, model, prompt_file, cell.knobs)
+        preexec = type(self).preexec_for_cell(cell) if type(self).preexec_for_cell else None
+        oom_before = oom_kill_count()
+        with tempfile.TemporaryFile(dir=self.workdir) as err:
+            started = time.monotonic()
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                    start_new_session=True, preexec_fn=preexec)
+            self._current = proc
+            monitors.start(proc.pid)
+            first_byte: list[float] = []
+            stdout_chunks: list[bytes] = []
+            reader = threading.Thread(target=_read_stdout, args=(proc, started, first_byte, stdout_chunks), daemon=True)
+            reader.start()
+            timed_out = threading.Event()
+            timer = threading.Timer(self.timeout_s, lambda: (timed_out.set(), _kill_group(proc)))
+            timer.start()
+            try:
+                _, status, rusage = os.wait4(proc.pid, 0)
+            finally:
+                timer.cancel()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            wall_ms = (time.monotonic() - started) * 1000.0
+            monitors.stop()
+            self._current = None
+            reader.join(timeout=5)
+            err.seek(0)
+            stderr = err.read().decode("utf-8", errors="replace")
+        outcome = Outcome(details={"rusage_maxrss_kib": rusage.ru_maxrss, "argv": args,
+                                   "first_stdout_byte_ms": round(first_byte[0], 3) if first_byte else None,
+                                   "stdout_bytes": sum(len(c) for c in stdout_chunks)})
+        if self.aborted:
+            outcome.interrupted = True
+            return outcome
+        outcome.failure = classify_exit(proc.returncode, stderr, timed_out=timed_out.is_set(), oom_before=oom_before,
+                                        oom_after=oom_kill_count() if oom_before is not None else None,
+                                        oom_in_kernel_log=proc.returncode == -signal.SIGKILL and kernel_log_names_oom(proc.pid))
+        if outcome.failure is None:
+            try:
+                perf = parse.parse_cli_perf(stderr)
+            except parse.ParseError as exc:
+                outcome.failure = failure("parse_error", str(exc), stderr, proc.returncode)
+                return outcome
+            outcome.measured = {"prompt_tokens": perf.prompt_tokens, "prefill_ms": perf.prompt_ms,
+                                "gen_tokens": perf.gen_tokens, "gen_ms": perf.gen_ms, "load_ms": perf.load_ms,
+                                "wall_ms": round(wall_ms, 3), "ttft_ms": None}
+            outcome.null_reasons["ttft_ms"] = (
+                "cli runner: the first stdout byte follows process start, model load and llama-cli's warm-up, "
+                "so it is not a time to first token (kept as monitors.engine.first_stdout_byte_ms)")
+        return outcome
+
+
+def _read_stdout(proc: subprocess.Popen[bytes], started: float, first: list[float], chunks: list[bytes]) -> None:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        if not first:
+            first.append((time.monotonic() - started) * 1000.0)
+        chunks.append(chunk)
+    proc.stdout.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_args(binary: Path, model: Path, knobs: Knobs, port: int) -> list[str]:
+    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", "1",
+            "-c", str(knobs.ctx_size), "-b", str(knobs.batch_size), "-ub", str(knobs.ubatch_size),
+            "-t", str(knobs.threads), "-ngl", str(knobs.n_gpu_layers), "--seed", str(knobs.seed)]
+
+
+class ServerEngine(Engine):
+    """A persistent llama-server per (model, restart knobs); each cell is one streamed POST /completion."""
+
+    mode = "server"
+
+    def __init__(self, binary: Path, workdir: Path, timeout_s: float):
+        super().__init__(binary, workdir, timeout_s)
+        self._key: tuple[Any, ...] | None = None
+        self._port = 0
+        self._log: Path | None = None
+        self._start_ms: float | None = None
+        self._start_failure: dict[str, Any] | None = None
+
+    def _stop_server(self) -> None:
+        if self._current is not None:
+            _kill_group(self._current, signal.SIGTERM)
+            try:
+                self._current.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _kill_group(self._current)
+                self._current.wait()
+        self._current, self._key = None, None
+
+    def _ensure_server(self, model: Path, knobs: Knobs) -> None:
+        key = (str(model), knobs.restart_key())
+        if self._key == key and self._current is not None and self._current.poll() is None:
+            return
+        self._stop_server()
+        self._port = free_port()
+        self._log = self.workdir / f"server-{len(list(self.workdir.glob('server-*.log')))}.log"
+        args = server_args(self.binary, model, knobs, self._port)
+        started = time.monotonic()
+        with open(self._log, "wb") as log:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self._current, self._key, self._start_failure = proc, key, None
+        while time.monotonic() - started < SERVER_START_TIMEOUT_S and not self.aborted:
+            if proc.poll() is not None:
+                self._start_failure = classify_exit(proc.returncode, self._log.read_text(errors="replace"),
+                                                    timed_out=False, oom_before=None, oom_after=None,
+                                                    oom_in_kernel_log=False)
+                self._current, self._key = None, None
+                return
+            if self._health_ok():
+                self._start_ms = (time.monotonic() - started) * 1000.0
+                return
+            time.sleep(0.05)
+        self._stop_server()
+        self._start_failure = failure("load_failed" if not self.aborted else "interrupted",
+                                      f"llama-server did not become healthy within {SERVER_START_TIMEOUT_S} s")
+
+    def _health_ok(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=2)
+        try:
+            conn.request("GET", "/health")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def run_cell(self, cell: Cell, model: Path, prompt: str, monitors: MonitorHooks) -> Outcome:
+        self._ensure_server(model, cell.knobs)
+        if self.aborted:
+            return Outcome(interrupted=True)
+        if self._start_failure is not None:
+            return Outcome(failure=dict(self._start_failure, message="llama-server start: " + self._start_failure["message"]))
+        proc = self._current
+        assert proc is not None
+        body = json.dumps({"prompt": prompt, "n_predict": cell.knobs.n_predict, "seed": cell.knobs.seed,
+                           "temperature": cell.knobs.temperature, "ignore_eos": cell.knobs.ignore_eos,
+                           "cache_prompt": False, "stream": True}).encode()
+        oom_before = oom_kill_count()
+        monitors.start(proc.pid)
+        sent = time.monotonic()
+        first_token_ms, final, error = None, None, None
+        conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=self.timeout_s)
+        try:
+            conn.request("POST", "/completion", body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            if response.status != 200:
+                error = f"HTTP {response.status}: {response.read()[:500]!r}"
+            else:
+                for raw in response:
+                    chunk = parse.parse_sse_line(raw.decode("utf-8", errors="replace"))
+                    if chunk is None:
+                        continue
+                    if first_token_ms is None and chunk.get("tokens"):
+                        first_token_ms = (time.monotonic() - sent) * 1000.0
+                    if chunk.get("stop"):
+                        final = chunk
+                        break
+                    if time.monotonic() - sent > self.timeout_s:
+                        error = "timeout"
+                        break
+        except (OSError, http.client.HTTPException, parse.ParseError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        wall_ms = (time.monotonic() - sent) * 1000.0
+        monitors.stop()
+        outcome = Outcome(details={"server_start_ms": round(self._start_ms, 3) if self._start_ms else None,
+                                   "server_argv": server_args(self.binary, model, cell.knobs, self._port)})
+        if self.aborted:
+            outcome.interrupted = True
+            return outcome
+        if final is None:
+            outcome.failure = self._request_failure(proc, error or "stream ended without a final chunk", oom_before)
+            return outcome
+        try:
+            timings = parse.parse_server_timings(final)
+        except parse.ParseError as exc:
+            outcome.failure = failure("parse_error", str(exc))
+            return outcome
+        outcome.measured = {"prompt_tokens": timings.prompt_tokens, "prefill_ms": timings.prompt_ms,
+                            "gen_tokens": timings.gen_tokens, "gen_ms": timings.gen_ms, "load_ms": None,
+                            "wall_ms": round(wall_ms, 3),
+                            "ttft_ms": round(first_token_ms, 3) if first_token_ms is not None else None}
+        outcome.details["predicted_n"] = timings.predicted_n
+        outcome.null_reasons["load_ms"] = ("server runner: the model loads once per server start, not per cell "
+                                           "(see monitors.engine.server_start_ms)")
+        if first_token_ms is None:
+            outcome.null_reasons["ttft_ms"] = "llama-server streamed no token before its final chunk"
+        return outcome
+
+    def _request_failure(self, proc: subprocess.Popen[Any], error: str, oom_before: int | None) -> dict[str, Any]:
+        log = self._log.read_text(errors="replace") if self._log else ""
+        timed_out = error == "timeout" or "timed out" in error
+        if timed_out:
+            self._stop_server()
+            return failure("timeout", "the request ran past generation.timeout_s; llama-server was stopped", log)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return failure("nonzero_exit", f"llama-server request failed while the server lives: {error}", log)
+        self._current, self._key = None, None
+        result = classify_exit(proc.returncode, log, timed_out=False, oom_before=oom_before,
+                               oom_after=oom_kill_count() if oom_before is not None else None,
+                               oom_in_kernel_log=proc.returncode == -signal.SIGKILL and kernel_log_names_oom(proc.pid))
+        return result or failure("crash", f"llama-server exited 0 during a request: {error}", log)
+
+    def close(self) -> None:
+        self._stop_server()
+
+
+ENGINES: dict[str, type[Engine]] = {"cli": CliEngine, "server": ServerEngine}
+BINARY_FOR_MODE = {"cli": "llama-cli", "server": "llama-server"}

@@ -1,0 +1,116 @@
+"""NVIDIA GPU power, energy, temperature and utilization through NVML (the `pynvml` module).
+
+Used only when the module imports and a GPU answers; otherwise every field it owns is null with the
+reason. Energy comes from the board's own energy counter (nvmlDeviceGetTotalEnergyConsumption,
+Volta and later) when it exists, else from integrating sampled power. It is the GPU board's energy,
+not the host's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from moebench.monitors.base import Monitor, MonitorResult, Sampler
+
+DEFAULT_INTERVAL_S = 0.05
+
+
+def _gpu_index() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return int(visible) if visible.isdigit() else 0
+
+
+class NvmlMonitor(Monitor):
+    name = "nvml"
+    owns = ("energy_joules", "power_w_mean", "peak_temp_c", "gpu_util_percent_mean")
+
+    def __init__(self, interval_s: float = DEFAULT_INTERVAL_S, nvml: Any = None):
+        self.interval_s = interval_s
+        self._nvml = nvml
+        self._handle = None
+        self._reason = self._open()
+
+    def _open(self) -> str | None:
+        if self._nvml is None:
+            try:
+                import pynvml  # type: ignore[import-not-found]
+            except ImportError:
+                return "pynvml is not installed (pip install nvidia-ml-py)"
+            self._nvml = pynvml
+        try:
+            self._nvml.nvmlInit()
+            self._handle = self._nvml.nvmlDeviceGetHandleByIndex(_gpu_index())
+        except Exception as exc:  # NVMLError subclasses vary by driver; all mean "no usable GPU"
+            return f"NVML could not open GPU {_gpu_index()}: {exc}"
+        return None
+
+    def _energy_mj(self) -> int | None:
+        try:
+            return int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+        except Exception:
+            return None
+
+    def start(self, pid: int | None) -> None:
+        self._samples: list[tuple[float, float, float | None, float | None]] = []
+        if self._reason:
+            return
+        self._energy_start = self._energy_mj()
+        self._sampler = Sampler(self._sample, self.interval_s)
+        self._sampler.start()
+
+    def _sample(self) -> bool:
+        nvml, handle = self._nvml, self._handle
+        try:
+            power_mw = float(nvml.nvmlDeviceGetPowerUsage(handle))
+        except Exception:
+            return False
+        try:
+            temp = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        except Exception:
+            temp = None
+        try:
+            util = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        except Exception:
+            util = None
+        self._samples.append((time.monotonic(), power_mw, temp, util))
+        return True
+
+    def stop(self) -> None:
+        if self._reason:
+            return
+        self._sampler.stop()
+        self._energy_stop = self._energy_mj()
+
+    def result(self) -> MonitorResult:
+        if self._reason:
+            return self.unavailable(self._reason)
+        window_s = self._sampler.stopped - self._sampler.started
+        result = MonitorResult(details={"available": True, "samples": len(self._samples),
+                                        "achieved_hz": self._sampler.achieved_hz(), "window_s": round(window_s, 4)})
+        joules, basis = None, None
+        if self._energy_start is not None and self._energy_stop is not None:
+            joules, basis = (self._energy_stop - self._energy_start) / 1000.0, "nvmlDeviceGetTotalEnergyConsumption delta"
+        elif len(self._samples) >= 2:
+            pairs = zip(self._samples, self._samples[1:])
+            joules = sum(p0 * (t1 - t0) for (t0, p0, _, _), (t1, _, _, _) in pairs) / 1000.0
+            basis = "sampled power integrated between samples"
+        result.details["energy_basis"] = basis
+        few = "fewer than 2 NVML samples in the cell window"
+        result.set("energy_joules", round(joules, 4) if joules is not None else None, few)
+        result.set("power_w_mean", round(joules / window_s, 4) if joules is not None and window_s > 0 else None, few)
+        temps = [s[2] for s in self._samples if s[2] is not None]
+        result.set("peak_temp_c", max(temps) if temps else None, "NVML returned no GPU temperature")
+        utils = [s[3] for s in self._samples if s[3] is not None]
+        result.set("gpu_util_percent_mean", round(sum(utils) / len(utils), 2) if utils else None,
+                   "NVML returned no GPU utilization")
+        return result
+
+    def close(self) -> None:
+        if self._handle is not None:
+            try:
+                self._nvml.nvmlShutdown()
+            except Exception:
+                pass
+            self._handle = None

@@ -1,0 +1,151 @@
+"""Provenance: collected once per run, stamped on every record (schema $defs/provenance).
+
+Everything is read from the system or the build manifest; what cannot be read is null with the
+reason in `null_reasons`. Model fields are per record (`for_model`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from moebench.config import REPO_ROOT, Config
+from moebench.hashing import sha256_file
+from moebench.monitors.nvpmodel import query_power_mode
+
+IMAGE_DIGEST_FILE = Path("/.moebench-image-digest")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _git(*args: str) -> str | None:
+    if shutil.which("git") is None:
+        return None
+    done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False)
+    return done.stdout if done.returncode == 0 else None
+
+
+def kit_state() -> tuple[str | None, bool | None, str | None]:
+    """(commit, dirty, reason when unknown) of the kit's own git checkout."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None, "the kit is not a git checkout here, or git is missing"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit.strip(), (bool(status.strip()) if status is not None else None), None
+
+
+def image_digest() -> tuple[str | None, str | None]:
+    value = os.environ.get("MOEBENCH_IMAGE_DIGEST")
+    if value:
+        return value.strip(), None
+    if IMAGE_DIGEST_FILE.is_file():
+        return IMAGE_DIGEST_FILE.read_text().strip(), None
+    return None, "not running in a moebench image (no MOEBENCH_IMAGE_DIGEST, no /.moebench-image-digest)"
+
+
+def _cpu_model() -> str | None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    if sys.platform == "darwin":
+        done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, check=False)
+        return done.stdout.strip() or None
+    return platform.processor() or None
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "cpu_model": _cpu_model(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "ram_bytes": psutil.virtual_memory().total,
+        "os": platform.platform(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def clocks() -> tuple[dict[str, Any] | None, str | None]:
+    """jetson_clocks --show on a Jetson; the cpufreq governor and limits elsewhere on Linux."""
+    tool = shutil.which("jetson_clocks")
+    if tool:
+        done = subprocess.run([tool, "--show"], capture_output=True, text=True, check=False, timeout=30)
+        if done.returncode == 0 and done.stdout.strip():
+            return {"jetson_clocks_show": done.stdout.strip().splitlines()}, None
+        return None, f"jetson_clocks --show exited {done.returncode} (it needs root)"
+    cpufreq = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+    if cpufreq.is_dir():
+        read = lambda name: (cpufreq / name).read_text().strip() if (cpufreq / name).is_file() else None  # noqa: E731
+        return {"cpu0_scaling_governor": read("scaling_governor"), "cpu0_scaling_min_freq_khz": read("scaling_min_freq"),
+                "cpu0_scaling_max_freq_khz": read("scaling_max_freq")}, None
+    return None, "no jetson_clocks and no Linux cpufreq interface on this host"
+
+
+def collect_run_provenance(cfg: Config, *, device: str, pin: str, manifest: dict[str, Any] | None,
+                           manifest_reason: str | None, binary_name: str, binary_path: Path,
+                           command_line: list[str], allow_unverified: bool, verified: bool) -> dict[str, Any]:
+    """Every provenance field except the model's; `for_model` completes it per record."""
+    reasons: dict[str, str] = {}
+    prov: dict[str, Any] = {"binary_name": binary_name, "llama_cpp_pin": pin}
+    prov["binary_sha256"] = sha256_file(binary_path)
+    build = manifest or {}
+    no_manifest = manifest_reason or "no build manifest"
+    compiler = build.get("compiler") or {}
+    prov["llama_cpp_commit"] = build.get("commit")
+    prov["source_tree_hash"] = build.get("source_tree_hash")
+    prov["source_channel"] = build.get("source_channel")
+    prov["compiler"] = " / ".join(str(v) for v in (compiler.get("c"), compiler.get("cxx")) if v) or None
+    prov["build_flags"] = list(build["cmake_flags"]) if build.get("cmake_flags") is not None else None
+    prov["toolchain_id"] = build.get("toolchain_id")
+    for name in ("llama_cpp_commit", "source_tree_hash", "source_channel", "compiler", "build_flags", "toolchain_id"):
+        if prov[name] is None:
+            reasons[name] = no_manifest if manifest is None else f"the build manifest has no {name}"
+    prov["image_digest"], reason = image_digest()
+    _reason(reasons, "image_digest", reason)
+    mode, reason = query_power_mode()
+    prov["power_mode"] = str(mode["power_mode"]) if mode else None
+    _reason(reasons, "power_mode", reason)
+    prov["clocks"], reason = clocks()
+    _reason(reasons, "clocks", reason)
+    prov["host"] = host_info()
+    prov["kit_commit"], prov["kit_dirty"], reason = kit_state()
+    _reason(reasons, "kit_commit", reason)
+    _reason(reasons, "kit_dirty", reason)
+    prov["config_sha256"] = dict(cfg.file_sha256)
+    prov["started_at"] = utc_now()
+    prov["command_line"] = list(command_line)
+    prov["allow_unverified"] = allow_unverified
+    prov["verified"] = verified
+    prov["null_reasons"] = reasons
+    return prov
+
+
+def for_model(run_provenance: dict[str, Any], *, model_path: Path | None, model_sha256: str | None,
+              model_source: str, reason: str | None = None) -> dict[str, Any]:
+    prov = dict(run_provenance)
+    prov["null_reasons"] = dict(run_provenance["null_reasons"])
+    prov["model_path"] = str(model_path) if model_path else None
+    prov["model_sha256"] = model_sha256
+    prov["model_source"] = model_source
+    for name in ("model_path", "model_sha256"):
+        if prov[name] is None:
+            prov["null_reasons"][name] = reason or "model not resolved"
+    return prov
+
+
+def _reason(reasons: dict[str, str], name: str, reason: str | None) -> None:
+    if reason:
+        reasons[name] = reason

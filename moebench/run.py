@@ -1,0 +1,379 @@
+"""Run one experiment matrix: plan -> engine (cli or server) -> monitors -> validated records.
+
+Safety: records are validated before they are written and fsynced one by one; a crashed, killed,
+timed-out or OOM-killed llama.cpp becomes a failure record and the matrix goes on; Ctrl-C aborts
+the cell in flight, writes nothing for it and says how to resume; `resume` skips recorded cells;
+a second run on the same output is refused by a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from moebench import engines, plan as planning, provenance
+from moebench.config import Config
+from moebench.errors import IntegrityError, UserError
+from moebench.hashing import sha256_file
+from moebench.monitors import create_monitors, merge_results
+from moebench.paths import raw_dir
+from moebench.records import RecordWriter, read_records
+
+# Chosen from benchmarks/results (harness vs llama-bench, cli vs server); MOEBENCH_RUNNER overrides.
+DEFAULT_RUNNER_MODE = "server"
+
+
+@dataclass
+class ModelRow:
+    ok: int = 0
+    failed: int = 0
+    gen_tps: list[float] = field(default_factory=list)
+    prefill_tps: list[float] = field(default_factory=list)
+    peak_rss: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    output: Path
+    runner_mode: str
+    cells_total: int = 0
+    cells_skipped: int = 0
+    cells_written: int = 0
+    interrupted: bool = False
+    models: dict[str, ModelRow] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        return sum(row.failed for row in self.models.values())
+
+    def describe(self) -> str:
+        state = "interrupted" if self.interrupted else "complete"
+        return (f"{self.cells_written} records written, {self.cells_skipped} resumed, {self.failed} failed, "
+                f"{state} -> {self.output}")
+
+    def add(self, record: dict[str, Any]) -> None:
+        if record["is_warmup"]:
+            return
+        row = self.models.setdefault(record["model_id"], ModelRow())
+        if record["status"] != "ok":
+            row.failed += 1
+            return
+        row.ok += 1
+        for values, name in ((row.gen_tps, "gen_tokens_per_s"), (row.prefill_tps, "prefill_tokens_per_s"),
+                             (row.peak_rss, "peak_rss_bytes")):
+            if record[name] is not None:
+                values.append(record[name])
+
+    def render(self) -> str:
+        header = f"{'model':<34} {'ok':>4} {'failed':>6} {'gen tok/s':>10} {'prefill tok/s':>14} {'peak RSS MiB':>13}"
+        lines = [header, "-" * len(header)]
+        mean = lambda v: f"{statistics.fmean(v):.1f}" if v else "-"  # noqa: E731
+        for model, row in self.models.items():
+            rss = f"{max(row.peak_rss) / 2**20:.1f}" if row.peak_rss else "-"
+            lines.append(f"{model:<34} {row.ok:>4} {row.failed:>6} {mean(row.gen_tps):>10} "
+                         f"{mean(row.prefill_tps):>14} {rss:>13}")
+        return "\n".join(lines)
+
+
+def default_output_path(device: str, experiment: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return raw_dir() / f"run_{stamp}_{device}_{experiment}.jsonl"
+
+
+# --- what to run: binaries, models, verification (each replaceable in tests) -----------------
+
+def resolve_binary(device: str, pin: str, name: str) -> tuple[Path, dict[str, Any] | None, str | None]:
+    """(binary path, build manifest or None, reason when there is no manifest)."""
+    try:
+        from moebench.build import binary_path, load_manifest
+    except ImportError as exc:
+        raise UserError("moebench.build", f"the build stage is not available ({exc})", "install the kit fully") from None
+    path = Path(binary_path(device, pin, name))
+    if not path.is_file():
+        raise UserError(path, f"{name} is not built for device {device!r} pin {pin!r}",
+                        f"run: invoke build --device {device} --pin {pin}")
+    return path, load_manifest(device, pin), None
+
+
+def resolve_model_path(cfg: Config, model_id: str, source: str, scale: str | None) -> Path:
+    try:
+        from moebench.models import registry  # type: ignore[attr-defined]
+    except ImportError:
+        registry = None
+    if registry is not None and hasattr(registry, "resolve"):
+        resolved = registry.resolve(cfg, model_id, source, scale)
+        return Path(getattr(resolved, "path", resolved))
+    if source == "replica":
+        from moebench.models.replica import replica_dir, replica_filename
+        return replica_dir(scale) / replica_filename(model_id)
+    raise UserError("moebench.models", "no model registry to resolve real model paths",
+                    "use --models replica, or install the kit fully")
+
+
+def check_verified(cfg: Config, device: str, pin: str, models_source: str, scale: str | None) -> tuple[bool, str | None]:
+    """(verified, reason when not)."""
+    try:
+        from moebench.verify import verify_and_report
+    except ImportError as exc:
+        return False, f"moebench.verify is not available ({exc})"
+    models = f"replica-{scale}" if models_source == "replica" else "real"
+    if verify_and_report(cfg, device, pin, models):
+        return True, None
+    return False, "invoke verify reported a hash mismatch (see its table)"
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+@dataclass
+class _Context:
+    cfg: Config
+    device: str
+    run_id: str
+    runner_mode: str
+    models_source: str
+    replica_scale: str | None
+    run_provenance: dict[str, Any]
+    models: dict[str, tuple[Path | None, str | None, int | None, str | None]]
+
+
+def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smoke: bool = False,
+                   only_models: tuple[str, ...] | list[str] | None = None, threads_override: int | None = None,
+                   resume: bool = False, allow_unverified: bool = False, models_source: str = "replica",
+                   replica_scale: str | None = "tiny", pin: str | None = None,
+                   runner_mode: str | None = None) -> RunSummary:
+    """Run every cell of the plan into `output` (JSONL); see the module doc for the guarantees."""
+    dev = cfg.device(device)
+    pin = pin or dev.default_pin
+    cfg.pin(pin)
+    mode = runner_mode or os.environ.get("MOEBENCH_RUNNER") or DEFAULT_RUNNER_MODE
+    if mode not in engines.ENGINES:
+        raise UserError("MOEBENCH_RUNNER", f"unknown runner {mode!r}", f"use one of: {', '.join(engines.ENGINES)}")
+    if models_source not in ("real", "replica"):
+        raise UserError("--models", f"unknown model source {models_source!r}", "use real or replica")
+    scale = replica_scale if models_source == "replica" else None
+    the_plan = planning.expand(cfg, device, experiment, smoke=smoke, only_models=only_models,
+                               threads_override=threads_override)
+    binary_name = engines.BINARY_FOR_MODE[mode]
+    binary, manifest, manifest_reason = resolve_binary(device, pin, binary_name)
+    verified, verify_reason = check_verified(cfg, device, pin, models_source, scale)
+    if manifest is not None:
+        listed = (manifest.get("binaries") or {}).get(binary_name, {}).get("sha256")
+        if listed is not None and listed != sha256_file(binary):
+            verified, verify_reason = False, f"{binary} does not match the SHA-256 its build manifest lists"
+    if not verified and not allow_unverified:
+        raise IntegrityError("invoke verify", verify_reason or "verification failed",
+                             "rebuild or re-fetch what it names, or pass --allow-unverified (recorded in every record)")
+    if not verified:
+        print(f"warning: running unverified ({verify_reason}); every record says so", file=sys.stderr)
+
+    summary = RunSummary(output=output, runner_mode=mode, cells_total=len(the_plan.cells))
+    with RecordWriter(output, resume=resume) as writer:
+        _check_resume_matches(output, writer, device, experiment, models_source, scale)
+        todo = [cell for cell in the_plan.cells if cell.cell_key not in writer.done_keys]
+        summary.cells_skipped = len(the_plan.cells) - len(todo)
+        if summary.cells_skipped:
+            for record in read_records(output):
+                summary.add(record)
+        ctx = _Context(cfg=cfg, device=device, run_id=_run_id(device, experiment), runner_mode=mode,
+                       models_source=models_source, replica_scale=scale,
+                       run_provenance=provenance.collect_run_provenance(
+                           cfg, device=device, pin=pin, manifest=manifest, manifest_reason=manifest_reason,
+                           binary_name=binary_name, binary_path=binary, command_line=list(sys.argv),
+                           allow_unverified=allow_unverified, verified=verified),
+                       models={m: _model_file(cfg, m, models_source, scale) for m in dict.fromkeys(c.model_id for c in todo)})
+        print(f"{experiment} on {device}: {len(todo)} cells to run ({summary.cells_skipped} already recorded), "
+              f"runner {mode}, output {output}", flush=True)
+        _run_cells(ctx, todo, writer, summary, binary, float(_timeout(cfg, experiment)))
+    print(summary.render())
+    if summary.interrupted:
+        print(f"interrupted: nothing partial was written. Resume with the same command plus --resume "
+              f"(--output {output})", file=sys.stderr)
+    return summary
+
+
+def _timeout(cfg: Config, experiment: str) -> float:
+    return float(cfg.experiment(experiment).generation.get("timeout_s", cfg.experiments.generation.timeout_s))
+
+
+def _run_id(device: str, experiment: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{device}-{experiment}-{secrets.token_hex(3)}"
+
+
+def _check_resume_matches(output: Path, writer: RecordWriter, device: str, experiment: str,
+                          models_source: str, scale: str | None) -> None:
+    if not writer.done_keys:
+        return
+    for record in read_records(output):
+        seen = (record["device"], record["experiment"], record["model_source"], record["replica_scale"])
+        if seen != (device, experiment, models_source, scale):
+            raise UserError(output, f"it holds records of {seen}, this run is {(device, experiment, models_source, scale)}",
+                            "resume with the same --device/--experiment/--models/--scale, or give a new --output")
+        return
+
+
+def _model_file(cfg: Config, model_id: str, source: str, scale: str | None
+                ) -> tuple[Path | None, str | None, int | None, str | None]:
+    """(path, sha256 of the bytes used, size, reason when missing); a missing file fails its cells, not the run."""
+    path = resolve_model_path(cfg, model_id, source, scale)
+    if not path.is_file():
+        hint = f"invoke models.replica --scale {scale}" if source == "replica" else "invoke models.download"
+        return None, None, None, f"model file {path} does not exist (run: {hint})"
+    return path, sha256_file(path), path.stat().st_size, None
+
+
+class _Interrupt:
+    """First SIGINT/SIGTERM aborts the cell in flight; the loop then stops without writing it."""
+
+    def __init__(self, engine: engines.Engine):
+        self.engine = engine
+        self.hit = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Interrupt":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hit = True
+        self.engine.abort()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_cells(ctx: _Context, todo: list[planning.Cell], writer: RecordWriter, summary: RunSummary,
+               binary: Path, timeout_s: float) -> None:
+    monitors = create_monitors(ctx.cfg.device(ctx.device).monitors)
+    with tempfile.TemporaryDirectory(prefix="moebench-run-") as work:
+        engine = engines.ENGINES[ctx.runner_mode](binary, Path(work), timeout_s)
+        started = time.monotonic()
+        try:
+            with _Interrupt(engine) as interrupt:
+                for index, cell in enumerate(todo, 1):
+                    if interrupt.hit:
+                        break
+                    record = _run_one(ctx, engine, monitors, cell)
+                    if record is None or interrupt.hit:
+                        break
+                    writer.append(record)
+                    summary.cells_written += 1
+                    summary.add(record)
+                    _progress(index, len(todo), started, record)
+                summary.interrupted = interrupt.hit
+        finally:
+            engine.close()
+            for monitor in monitors:
+                monitor.close()
+
+
+def _progress(index: int, total: int, started: float, record: dict[str, Any]) -> None:
+    elapsed = time.monotonic() - started
+    eta = elapsed / index * (total - index)
+    status = record["status"] if record["failure"] is None else f"FAILED {record['failure']['reason']}"
+    rate = f"{record['gen_tokens_per_s']:.1f} tok/s" if record["gen_tokens_per_s"] is not None else "-"
+    warm = " (warm-up)" if record["is_warmup"] else ""
+    print(f"[{index}/{total}] {record['model_id']} {record['prompt_id']} rep {record['repetition']}{warm} "
+          f"t={record['knobs']['threads']} n={record['knobs']['n_predict']}: {status}, {rate}, "
+          f"ETA {eta / 60:.1f} min", flush=True)
+
+
+def _run_one(ctx: _Context, engine: engines.Engine, monitors: list[Any], cell: planning.Cell) -> dict[str, Any] | None:
+    model_path, model_sha, model_bytes, model_reason = ctx.models[cell.model_id]
+    started_at = provenance.utc_now()
+    prompt = ctx.cfg.prompt(cell.prompt_id).text.rstrip("\n")  # llama-cli -f drops a trailing newline
+    if model_path is None:
+        outcome = engines.Outcome(failure=engines.failure("load_failed", model_reason or "model missing"))
+        results = {m.name: m.unavailable("the cell did not start: model file missing") for m in monitors}
+    else:
+        started: list[bool] = []
+        hooks = engines.MonitorHooks(start=lambda pid: started.append(True) or [m.start(pid) for m in monitors],
+                                     stop=lambda: [m.stop() for m in monitors])
+        outcome = engine.run_cell(cell, model_path, prompt, hooks)
+        if outcome.interrupted:
+            return None
+        results = ({m.name: m.result() for m in monitors} if started else
+                   {m.name: m.unavailable("the cell never reached llama.cpp (see failure)") for m in monitors})
+    return build_record(ctx, cell, outcome, results, started_at, model_path, model_sha, model_bytes, model_reason)
+
+
+def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, results: dict[str, Any],
+                 started_at: str, model_path: Path | None, model_sha: str | None, model_bytes: int | None,
+                 model_reason: str | None) -> dict[str, Any]:
+    fields, reasons = merge_results(results, ctx.device)
+    measured = dict(outcome.measured)
+    reasons.update(outcome.null_reasons)
+    failed_reason = (f"cell failed ({outcome.failure['reason']}): {outcome.failure['message']}"
+                     if outcome.failure else None)
+    for name in ("prompt_tokens", "prefill_ms", "gen_tokens", "gen_ms", "load_ms", "wall_ms", "ttft_ms"):
+        measured.setdefault(name, None)
+        if measured[name] is None and name not in reasons:
+            reasons[name] = failed_reason or f"{ctx.runner_mode} runner did not report {name}"
+    rates = {
+        "prefill_tokens_per_s": _rate(measured["prompt_tokens"], measured["prefill_ms"]),
+        "gen_tokens_per_s": _rate(measured["gen_tokens"], measured["gen_ms"]),
+    }
+    for name, value in rates.items():
+        if value is None:
+            reasons.setdefault(name, failed_reason or "its token count or time is missing or zero")
+    energy = fields.get("energy_joules")
+    gen_tokens = measured["gen_tokens"]
+    joules_per_token = round(energy / gen_tokens, 6) if energy is not None and gen_tokens else None
+    if joules_per_token is None:
+        reasons["joules_per_token"] = (reasons.get("energy_joules") and f"no energy: {reasons['energy_joules']}") \
+            or failed_reason or "no generated tokens"
+    if model_bytes is None:
+        reasons["model_file_bytes"] = model_reason or "model file missing"
+    reasons["router_routing_ms"] = reasons["router_expert_ffn_ms"] = (
+        "only the *_patched devices measure router overhead; this binary is unpatched")
+    failure = outcome.failure
+    monitors_obj = {name: result.as_dict() for name, result in results.items()}
+    monitors_obj["engine"] = outcome.details
+    record = {
+        "schema_version": 1,
+        "record_id": hashlib.sha256(f"{ctx.run_id}|{cell.cell_key}|{started_at}".encode()).hexdigest()[:16],
+        "run_id": ctx.run_id,
+        "cell_key": cell.cell_key,
+        "experiment": cell.experiment,
+        "device": ctx.device,
+        "model_id": cell.model_id,
+        "model_source": ctx.models_source,
+        "replica_scale": ctx.replica_scale,
+        "prompt_id": cell.prompt_id,
+        "prompt_length_class": cell.prompt_length_class,
+        "repetition": cell.repetition,
+        "is_warmup": cell.is_warmup,
+        "runner_mode": ctx.runner_mode,
+        "knobs": cell.knobs.as_dict(),
+        "status": "failed" if failure else "ok",
+        "failure": failure,
+        "started_at": started_at,
+        "provenance": provenance.for_model(ctx.run_provenance, model_path=model_path, model_sha256=model_sha,
+                                           model_source=ctx.models_source, reason=model_reason),
+        "monitors": monitors_obj,
+        **measured,
+        **rates,
+        **fields,
+        "joules_per_token": joules_per_token,
+        "model_file_bytes": model_bytes,
+        "router_routing_ms": None,
+        "router_expert_ffn_ms": None,
+    }
+    record["null_reasons"] = {name: reason for name, reason in reasons.items() if record.get(name) is None}
+    return record
+
+
+def _rate(tokens: int | None, ms: float | None) -> float | None:
+    return round(tokens * 1000.0 / ms, 4) if tokens and ms else None

@@ -1,0 +1,51 @@
+"""Shared fixtures: a temporary copy of configs/, an isolated MOEBENCH_HOME, a local HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from moebench.config import CONFIG_DIR, REPO_ROOT
+
+
+@pytest.fixture
+def tmp_config_dir(tmp_path) -> Path:
+    """configs/ copied to `<tmp>/kit/configs` (with scripts/ beside it, as config validation expects);
+    lock edits in a test touch only the copy."""
+    kit = tmp_path / "kit"
+    shutil.copytree(CONFIG_DIR, kit / "configs")
+    (kit / "scripts").symlink_to(REPO_ROOT / "scripts")
+    return kit / "configs"
+
+
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch) -> Path:
+    """MOEBENCH_HOME in a temporary directory: downloads, sources and builds of the test only."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MOEBENCH_HOME", str(home))
+    return home
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """(directory, base URL): files written to the directory are served at http://127.0.0.1:<port>/."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
