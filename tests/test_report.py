@@ -1,0 +1,82 @@
+"""report.py: REPORT.md sections, replica statement, and one verdict line per reference claim."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from moebench.analyze import analyze
+from moebench.figures import render_figures
+from moebench.report import write_report
+from test_analyze import GOOD_RUN, FAILED_RUN, LLAMA, MOE, analysis_config, four_models, write_jsonl
+
+VERDICT = re.compile(r"^- \*\*(?P<id>[a-z0-9_]+)\*\*: (?P<status>reproduced|not reproduced|not comparable) — (?P<why>.+)$",
+                     re.MULTILINE)
+
+
+def _report(tmp_path: Path, raw: Path, reference_dir: Path | None = None) -> str:
+    cfg = analysis_config()
+    out = tmp_path / "out"
+    result = analyze(cfg, raw, out)
+    render_figures(out / "summary_tables", out / "figures", out / "figures_pub")
+    return write_report(cfg, result, out, reference_dir=reference_dir).read_text()
+
+
+def _verdicts(text: str) -> dict[str, tuple[str, str]]:
+    return {m["id"]: (m["status"], m["why"]) for m in VERDICT.finditer(text)}
+
+
+def test_recorded_replica_run_report(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in (GOOD_RUN, FAILED_RUN):
+        shutil.copy(path, raw / path.name)
+    text = _report(tmp_path, raw, reference_dir=raw)
+    cfg = analysis_config()
+    verdicts = _verdicts(text)
+    assert set(verdicts) == {c.id for c in cfg.reference.claims}
+    for claim in cfg.reference.claims:
+        status, why = verdicts[claim.id]
+        assert status == "not comparable"
+        assert f"records are from device cpu, claim is for {claim.device}" in why
+    assert "Replica weights were used" in text and "replica" in text
+    assert "load_failed" in text  # the failures table
+    assert "![gen_throughput](figures/gen_throughput.png)" in text
+    assert "thread_sweep: skipped" in text
+    assert "## Comparison with an earlier run" in text
+    assert "energy" in text  # why J/token is missing on a psutil-only device
+
+
+def _jetson_run(moe_gen, llama_gen, energy_moe=None, energy_llama=None, source="real"):
+    return (four_models({MOE: moe_gen}, device="jetson", source=source, energy=energy_moe)
+            + four_models({LLAMA: llama_gen}, device="jetson", source=source, energy=energy_llama))
+
+
+def test_verdicts_reproduced_and_not(tmp_path):
+    raw = tmp_path / "raw"
+    # gen ratio ~0.69 (claim 0.69 +- 0.05); J/token ratio 3.0 (claim 2.1 +- 0.2)
+    write_jsonl(raw, "run.jsonl", _jetson_run([6.9, 7.0, 6.8, 6.95], [10.0, 10.1, 9.9, 10.05], 0.30, 0.10))
+    verdicts = _verdicts(_report(tmp_path, raw))
+    assert verdicts["jetson_gen_olmoe_vs_llama"][0] == "reproduced"
+    assert "real weights" in verdicts["jetson_gen_olmoe_vs_llama"][1]
+    assert verdicts["jetson_energy_olmoe_vs_llama"][0] == "not reproduced"
+    assert verdicts["m2_gen_olmoe_vs_llama"][0] == "not comparable"
+
+
+def test_verdict_not_reproduced_for_gen(tmp_path):
+    raw = tmp_path / "raw"
+    write_jsonl(raw, "run.jsonl", _jetson_run([9.0, 9.1, 8.9], [10.0, 10.1, 9.9]))
+    verdicts = _verdicts(_report(tmp_path, raw))
+    assert verdicts["jetson_gen_olmoe_vs_llama"][0] == "not reproduced"
+    status, why = verdicts["jetson_energy_olmoe_vs_llama"]
+    assert status == "not comparable" and "joules_per_token not measured" in why
+
+
+def test_verdict_replica_on_claim_device_not_comparable(tmp_path):
+    raw = tmp_path / "raw"
+    write_jsonl(raw, "run.jsonl", _jetson_run([6.9, 7.0, 6.8], [10.0, 10.1, 9.9], source="replica"))
+    text = _report(tmp_path, raw)
+    status, why = _verdicts(text)["jetson_gen_olmoe_vs_llama"]
+    assert status == "not comparable" and "replica weights" in why
+    assert "Replica weights were used" in text
