@@ -49,3 +49,23 @@ def http_dir(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def pinned_bin_dir() -> Path:
+    """bin/ of the kit's own cpu build of the offline pin: built on first use (minutes on 2 cores),
+    then a content-checked no-op, so every slow test and `invoke reproduce` share one build."""
+    from moebench.build import build, build_dir_for
+    from moebench.config import load_config
+
+    build(load_config(), "cpu", "offline", progress=False)
+    return build_dir_for("cpu", "offline") / "bin"
+
+
+@pytest.fixture(scope="session")
+def tiny_replica_paths(pinned_bin_dir) -> dict[str, Path]:
+    """model id -> the kit's tiny Q4_K_M replica, made with the pinned build (checked against lock.yaml)."""
+    from moebench.config import load_config
+    from moebench.models.replica import make_replicas
+
+    return {result.model_id: result.path for result in make_replicas(load_config(), "tiny", pin="offline")}
