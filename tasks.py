@@ -106,13 +106,14 @@ def download(c, models=None, token=None):
     "scale": "tiny (smoke-sized, same architecture) or full (real tensor shapes)",
     "models": "comma-separated model ids (default: all four)",
     "pin": "llama.cpp pin whose gguf-py and llama-quantize write the replicas (default offline)",
+    "device": "device whose build of that pin supplies llama-quantize (default cpu)",
 })
 @user_errors_exit_2
-def replica(c, scale="tiny", models=None, pin="offline"):
+def replica(c, scale="tiny", models=None, pin="offline", device="cpu"):
     """Write architecture-faithful synthetic-weight replicas of the four models and quantize them to Q4_K_M."""
     from moebench.models.replica import make_replicas
 
-    for result in make_replicas(_config(), scale, pin=pin, models=_csv(models) or None):
+    for result in make_replicas(_config(), scale, pin=pin, models=_csv(models) or None, device=device):
         print(f"{result.sha256}  {result.path}")
 
 

@@ -77,7 +77,7 @@ def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source:
     manifest = stages.timed("build", build, cfg, device, pin)
     stages.note(f"{len(manifest['binaries'])} binaries, {manifest['toolchain_id']}")
     if source == "replica":
-        models = stages.timed("models", make_replicas, cfg, replica_scale, pin="offline")
+        models = stages.timed("models", make_replicas, cfg, replica_scale, pin="offline", device=device)
         stages.note(f"{len(models)} {replica_scale} replicas")
     else:
         models = stages.timed("models", download_models, cfg, None)

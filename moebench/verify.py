@@ -67,21 +67,30 @@ def _source_checks(cfg: Config, pin_name: str) -> list[Check]:
     channel = None
     if marker_path(tree).is_file():
         channel = json.loads(marker_path(tree).read_text(encoding="utf-8")).get("channel")
-    archive = _archive_of(cfg, pin_name, channel)
-    if archive is not None:
-        path, expected, key = archive
-        actual = sha256_files([path])[path] if path.is_file() else None
-        note = f"lock.yaml {key}" if path.is_file() else "archive not downloaded (run: invoke build)"
-        checks.append(Check("source archive", str(path), expected, actual,
-                            actual is not None and actual == expected, note))
     if not tree.is_dir():
         checks.append(Check("source tree", str(tree), pin.tree_hash, None, False,
                             f"not fetched (run: invoke build --pin {pin_name})"))
         return checks
     actual = git_tree_hash(tree, exclude=pin.generated_files)
     note = f"lock.yaml llama_cpp.{pin_name}.tree_hash" if pin.tree_hash else "no tree_hash pinned in lock.yaml"
-    checks.append(Check("source tree", str(tree), pin.tree_hash, actual, actual == pin.tree_hash, note))
-    return checks
+    tree_check = Check("source tree", str(tree), pin.tree_hash, actual, actual == pin.tree_hash, note)
+    archive = _archive_of(cfg, pin_name, channel)
+    if archive is not None:
+        checks.append(_archive_check(*archive, tree_proven=tree_check.ok))
+    return checks + [tree_check]
+
+
+def _archive_check(path: Path, expected: str | None, key: str, tree_proven: bool) -> Check:
+    """A present archive must match its pin; an absent one (a tree carried to another machine, or
+    downloads cleaned) is no failure when the extracted tree matches the pinned tree hash, which is
+    the stronger proof of the two."""
+    if path.is_file():
+        actual = sha256_files([path])[path]
+        return Check("source archive", str(path), expected, actual, actual == expected, f"lock.yaml {key}")
+    if tree_proven:
+        return Check("source archive", str(path), expected, None, True,
+                     "not present; the source tree matches the pinned tree hash")
+    return Check("source archive", str(path), expected, None, False, "archive not downloaded (run: invoke build)")
 
 
 def _archive_of(cfg: Config, pin_name: str, channel: str | None) -> tuple[Path, str | None, str] | None:
