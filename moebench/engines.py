@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from moebench import parse
+from moebench import parse, parse_router
 from moebench.plan import Cell, Knobs
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
@@ -46,24 +46,43 @@ class Outcome:
 
 # --- how a process ended ------------------------------------------------------------------------
 
-def oom_kill_count() -> int | None:
-    """The kernel's oom_kill counter for this process's memory cgroup (v2 memory.events, v1 oom_control)."""
+def memory_cgroup_counter(pid: int | str = "self") -> Path | None:
+    """The file holding the oom_kill counter of the memory cgroup `pid` runs in (cgroup v2
+    memory.events, v1 memory.oom_control), or None when there is none to read.
+
+    Read per process, not for the harness: v1 counters are not hierarchical, so a llama.cpp moved
+    into its own memory cgroup (a per-cell limit) is OOM-killed without the harness's counter moving."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":
-            candidate = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events"
+            candidates = [Path(root) / path.lstrip("/") / "memory.events"
+                          for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified")]
         elif "memory" in controllers.split(","):
-            candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"
+            candidates = [Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"]
         else:
             continue
-        count = parse_oom_kill_counter(candidate.read_text()) if candidate.is_file() else None
-        if count is not None:
-            return count
+        for candidate in candidates:
+            if candidate.is_file() and read_oom_kill(candidate) is not None:
+                return candidate
     return None
+
+
+def read_oom_kill(counter: Path | None) -> int | None:
+    if counter is None:
+        return None
+    try:
+        return parse_oom_kill_counter(counter.read_text())
+    except OSError:
+        return None
+
+
+def oom_kill_count(pid: int | str = "self") -> int | None:
+    """The kernel's oom_kill counter for the memory cgroup of `pid` (default: this process)."""
+    return read_oom_kill(memory_cgroup_counter(pid))
 
 
 def parse_oom_kill_counter(text: str) -> int | None:
@@ -131,10 +150,12 @@ class Engine:
 
     mode = "engine"
 
-    def __init__(self, binary: Path, workdir: Path, timeout_s: float):
+    def __init__(self, binary: Path, workdir: Path, timeout_s: float, env: dict[str, str] | None = None):
         self.binary = binary
         self.workdir = workdir
         self.timeout_s = timeout_s
+        # the device's `env` (devices.yaml) on top of ours, e.g. LLAMA_ROUTER_OVERHEAD=1 on *_patched
+        self.env = {**os.environ, **env} if env else None
         self.aborted = False
         self._current: subprocess.Popen[Any] | None = None
 
@@ -176,12 +197,13 @@ class CliEngine(Engine):
         prompt_file.write_text(prompt, encoding="utf-8")
         args = cli_args(self.binary, model, prompt_file, cell.knobs)
         preexec = type(self).preexec_for_cell(cell) if type(self).preexec_for_cell else None
-        oom_before = oom_kill_count()
         with tempfile.TemporaryFile(dir=self.workdir) as err:
             started = time.monotonic()
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    start_new_session=True, preexec_fn=preexec)
+                                    start_new_session=True, preexec_fn=preexec, env=self.env)
             self._current = proc
+            oom_counter = memory_cgroup_counter(proc.pid)
+            oom_before = read_oom_kill(oom_counter)
             monitors.start(proc.pid)
             first_byte: list[float] = []
             stdout_chunks: list[bytes] = []
@@ -208,7 +230,7 @@ class CliEngine(Engine):
             outcome.interrupted = True
             return outcome
         outcome.failure = classify_exit(proc.returncode, stderr, timed_out=timed_out.is_set(), oom_before=oom_before,
-                                        oom_after=oom_kill_count() if oom_before is not None else None,
+                                        oom_after=read_oom_kill(oom_counter) if oom_before is not None else None,
                                         oom_in_kernel_log=proc.returncode == -signal.SIGKILL and kernel_log_names_oom(proc.pid))
         if outcome.failure is None:
             try:
@@ -222,6 +244,15 @@ class CliEngine(Engine):
             outcome.null_reasons["ttft_ms"] = (
                 "cli runner: the first stdout byte follows process start, model load and llama-cli's warm-up, "
                 "so it is not a time to first token (kept as monitors.engine.first_stdout_byte_ms)")
+            try:
+                router = parse_router.parse_router_overhead(stderr)
+            except ValueError as exc:
+                outcome.failure = failure("parse_error", str(exc), stderr, proc.returncode)
+                return outcome
+            if router is not None:  # a *_patched build run with LLAMA_ROUTER_OVERHEAD=1
+                outcome.details["router_overhead"] = router
+                outcome.measured["router_routing_ms"] = router["routing_ms"]
+                outcome.measured["router_expert_ffn_ms"] = router["expert_ffn_ms"]
         return outcome
 
 
@@ -255,9 +286,10 @@ class ServerEngine(Engine):
 
     mode = "server"
 
-    def __init__(self, binary: Path, workdir: Path, timeout_s: float):
-        super().__init__(binary, workdir, timeout_s)
+    def __init__(self, binary: Path, workdir: Path, timeout_s: float, env: dict[str, str] | None = None):
+        super().__init__(binary, workdir, timeout_s, env)
         self._key: tuple[Any, ...] | None = None
+        self._oom_counter: Path | None = None
         self._port = 0
         self._log: Path | None = None
         self._start_ms: float | None = None
@@ -284,8 +316,9 @@ class ServerEngine(Engine):
         started = time.monotonic()
         with open(self._log, "wb") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, env=self.env)
         self._current, self._key, self._start_failure = proc, key, None
+        self._oom_counter = memory_cgroup_counter(proc.pid)
         while time.monotonic() - started < SERVER_START_TIMEOUT_S and not self.aborted:
             if proc.poll() is not None:
                 self._start_failure = classify_exit(proc.returncode, self._log.read_text(errors="replace"),
@@ -322,7 +355,7 @@ class ServerEngine(Engine):
         body = json.dumps({"prompt": prompt, "n_predict": cell.knobs.n_predict, "seed": cell.knobs.seed,
                            "temperature": cell.knobs.temperature, "ignore_eos": cell.knobs.ignore_eos,
                            "cache_prompt": False, "stream": True}).encode()
-        oom_before = oom_kill_count()
+        oom_before = read_oom_kill(self._oom_counter)
         monitors.start(proc.pid)
         sent = time.monotonic()
         first_token_ms, final, error = None, None, None
@@ -387,7 +420,7 @@ class ServerEngine(Engine):
             return failure("nonzero_exit", f"llama-server request failed while the server lives: {error}", log)
         self._current, self._key = None, None
         result = classify_exit(proc.returncode, log, timed_out=False, oom_before=oom_before,
-                               oom_after=oom_kill_count() if oom_before is not None else None,
+                               oom_after=read_oom_kill(self._oom_counter) if oom_before is not None else None,
                                oom_in_kernel_log=proc.returncode == -signal.SIGKILL and kernel_log_names_oom(proc.pid))
         return result or failure("crash", f"llama-server exited 0 during a request: {error}", log)
 

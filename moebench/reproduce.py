@@ -2,7 +2,9 @@
 
 build -> models -> verify -> run (each experiment the device lists) -> analyze -> figures -> report.
 Which run files belong to this reproduction is kept in a small state file next to the raw data, so a
-second invocation after an interruption resumes the same JSONL files instead of starting new ones.
+second invocation resumes the same JSONL files instead of starting new ones: after an interruption
+it runs the cells still missing, after a complete reproduction none (it re-analyzes and re-reports), so
+a repeated command never records a cell twice. A fresh reproduction takes a new --raw-dir.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ def _state_path(raw_dir: Path, device: str, smoke: bool, models_source: str, sca
 
 
 def _run_outputs(state_file: Path, device: str, experiments: tuple[str, ...]) -> dict[str, Path]:
-    """Output file per experiment: the unfinished reproduction's if there is one, else new ones."""
+    """Output file per experiment: the recorded reproduction's if there is one, else new ones."""
     if state_file.is_file():
         state = json.loads(state_file.read_text())
-        if set(state["outputs"]) == set(experiments) and not state.get("complete"):
-            print(f"resuming the reproduction recorded in {state_file}")
+        if set(state["outputs"]) == set(experiments):
+            print(f"resuming the {'complete' if state.get('complete') else 'unfinished'} reproduction recorded in "
+                  f"{state_file} (recorded cells are skipped)")
             return {name: Path(path) for name, path in state["outputs"].items()}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     outputs = {name: state_file.parent / f"run_{stamp}_{device}_{name}.jsonl" for name in experiments}

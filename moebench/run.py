@@ -31,6 +31,7 @@ from moebench.records import RecordWriter, read_records
 
 # Chosen from benchmarks/results (harness vs llama-bench, cli vs server); MOEBENCH_RUNNER overrides.
 DEFAULT_RUNNER_MODE = "server"
+PATCHED_RUNNER_MODE = "cli"
 
 
 @dataclass
@@ -144,6 +145,7 @@ class _Context:
     replica_scale: str | None
     run_provenance: dict[str, Any]
     models: dict[str, tuple[Path | None, str | None, int | None, str | None]]
+    router_overhead: bool = False  # a *_patched device: llama-cli times the router node by node
 
 
 def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smoke: bool = False,
@@ -155,9 +157,7 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
     dev = cfg.device(device)
     pin = pin or dev.default_pin
     cfg.pin(pin)
-    mode = runner_mode or os.environ.get("MOEBENCH_RUNNER") or DEFAULT_RUNNER_MODE
-    if mode not in engines.ENGINES:
-        raise UserError("MOEBENCH_RUNNER", f"unknown runner {mode!r}", f"use one of: {', '.join(engines.ENGINES)}")
+    mode = _runner_mode(dev, device, runner_mode)
     if models_source not in ("real", "replica"):
         raise UserError("--models", f"unknown model source {models_source!r}", "use real or replica")
     scale = replica_scale if models_source == "replica" else None
@@ -190,7 +190,8 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
                            cfg, device=device, pin=pin, manifest=manifest, manifest_reason=manifest_reason,
                            binary_name=binary_name, binary_path=binary, command_line=list(sys.argv),
                            allow_unverified=allow_unverified, verified=verified),
-                       models={m: _model_file(cfg, m, models_source, scale) for m in dict.fromkeys(c.model_id for c in todo)})
+                       models={m: _model_file(cfg, m, models_source, scale) for m in dict.fromkeys(c.model_id for c in todo)},
+                       router_overhead=dev.patch is not None)
         print(f"{experiment} on {device}: {len(todo)} cells to run ({summary.cells_skipped} already recorded), "
               f"runner {mode}, output {output}", flush=True)
         _run_cells(ctx, todo, writer, summary, binary, float(_timeout(cfg, experiment)))
@@ -199,6 +200,17 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
         print(f"interrupted: nothing partial was written. Resume with the same command plus --resume "
               f"(--output {output})", file=sys.stderr)
     return summary
+
+
+def _runner_mode(dev: Any, device: str, requested: str | None) -> str:
+    """cli or server; a *_patched device runs the cli runner, as its patch instruments llama-cli only."""
+    mode = requested or os.environ.get("MOEBENCH_RUNNER") or (PATCHED_RUNNER_MODE if dev.patch else DEFAULT_RUNNER_MODE)
+    if mode not in engines.ENGINES:
+        raise UserError("MOEBENCH_RUNNER", f"unknown runner {mode!r}", f"use one of: {', '.join(engines.ENGINES)}")
+    if dev.patch and mode != PATCHED_RUNNER_MODE:
+        raise UserError("MOEBENCH_RUNNER", f"device {device!r} measures router overhead with its patched llama-cli "
+                        f"({dev.patch}); the {mode} runner would not run it", "unset MOEBENCH_RUNNER or set it to cli")
+    return mode
 
 
 def _timeout(cfg: Config, experiment: str) -> float:
@@ -258,7 +270,7 @@ def _run_cells(ctx: _Context, todo: list[planning.Cell], writer: RecordWriter, s
                binary: Path, timeout_s: float) -> None:
     monitors = create_monitors(ctx.cfg.device(ctx.device).monitors)
     with tempfile.TemporaryDirectory(prefix="moebench-run-") as work:
-        engine = engines.ENGINES[ctx.runner_mode](binary, Path(work), timeout_s)
+        engine = engines.ENGINES[ctx.runner_mode](binary, Path(work), timeout_s, env=ctx.cfg.device(ctx.device).env)
         started = time.monotonic()
         try:
             with _Interrupt(engine) as interrupt:
@@ -336,8 +348,12 @@ def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, r
             or failed_reason or "no generated tokens"
     if model_bytes is None:
         reasons["model_file_bytes"] = model_reason or "model file missing"
-    reasons["router_routing_ms"] = reasons["router_expert_ffn_ms"] = (
-        "only the *_patched devices measure router overhead; this binary is unpatched")
+    for name in ("router_routing_ms", "router_expert_ffn_ms"):
+        measured.setdefault(name, None)
+        if measured[name] is None and name not in reasons:
+            reasons[name] = failed_reason or (
+                "the patched llama-cli printed no router_overhead line" if ctx.router_overhead else
+                "only the *_patched devices measure router overhead; this binary is unpatched")
     failure = outcome.failure
     monitors_obj = {name: result.as_dict() for name, result in results.items()}
     monitors_obj["engine"] = outcome.details
@@ -368,8 +384,6 @@ def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, r
         **fields,
         "joules_per_token": joules_per_token,
         "model_file_bytes": model_bytes,
-        "router_routing_ms": None,
-        "router_expert_ffn_ms": None,
     }
     record["null_reasons"] = {name: reason for name, reason in reasons.items() if record.get(name) is None}
     return record

@@ -31,12 +31,8 @@ GEMMA = "gemma-2-2b-it-q4km"
 def analysis_config() -> Config:
     """The kit's configs, each file validated (analysis reads models, devices, experiments, reference)."""
     sections = {name.removesuffix(".yaml"): parse_section(CONFIG_DIR / name, read_yaml(CONFIG_DIR / name), model)
-                for name, model in SECTIONS.items() if name != "prompts.yaml"}
-    prompts_path = CONFIG_DIR / "prompts.yaml"
-    if not prompts_path.is_file():
-        prompts_path = FIXTURES / "configs" / "prompts.yaml"
-    prompts = parse_section(prompts_path, read_yaml(prompts_path), SECTIONS["prompts.yaml"])
-    return Config(root=CONFIG_DIR, file_sha256={}, prompts=prompts, **sections)  # type: ignore[arg-type]
+                for name, model in SECTIONS.items()}
+    return Config(root=CONFIG_DIR, file_sha256={}, **sections)  # type: ignore[arg-type]
 
 
 def make_record(model_id: str = MOE, gen_tps: float | None = 10.0, *, device: str = "cpu",
