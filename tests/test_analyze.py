@@ -122,10 +122,36 @@ def cfg() -> Config:
 
 # --- recorded runs ---------------------------------------------------------------------------------
 
-def test_recorded_fixtures_are_valid_records():
+def test_recorded_fixtures_are_valid_records(cfg):
     files, loaded = load_records(RAW)
     assert {GOOD_RUN, FAILED_RUN, OTHER_BINARY_RUN} <= set(files)
     assert all(item.record["schema_version"] == 1 for item in loaded)
+    # recorded through build manifests of the offline pin (README.txt): the build provenance is filled
+    pin = cfg.pin("offline")
+    for item in loaded:
+        prov = item.record["provenance"]
+        assert prov["llama_cpp_commit"] == pin.commit and prov["source_tree_hash"] == pin.tree_hash
+        assert prov["build_flags"] and prov["compiler"] and prov["toolchain_id"] and prov["kit_commit"]
+        assert item.record["model_source"] == "replica" and item.record["replica_scale"] == "tiny"
+
+
+def _provenance(path: Path) -> list[dict]:
+    return [json.loads(line)["provenance"] for line in path.read_text().splitlines()]
+
+
+def test_recorded_fixtures_differ_in_what_their_readme_says():
+    good, other, failed = _provenance(GOOD_RUN), _provenance(OTHER_BINARY_RUN), _provenance(FAILED_RUN)
+    assert all(p["verified"] and not p["allow_unverified"] for p in good + other)
+    # the second build: same pin and device, one more cmake flag, so another llama-server
+    assert all("-DGGML_OPENMP=OFF" in p["build_flags"] for p in other)
+    assert not any("-DGGML_OPENMP=OFF" in p["build_flags"] for p in good)
+    assert len({p["binary_sha256"] for p in good}) == len({p["binary_sha256"] for p in other}) == 1
+    assert good[0]["binary_sha256"] != other[0]["binary_sha256"]
+    # the truncated model fails `invoke verify`, so that run was explicitly allowed to go on unverified
+    assert all(not p["verified"] and p["allow_unverified"] for p in failed)
+    assert {p["binary_sha256"] for p in failed} == {good[0]["binary_sha256"]}
+    assert len({p["model_sha256"] for p in failed}) == 1
+    assert failed[0]["model_sha256"] not in {p["model_sha256"] for p in good}
 
 
 def _raw_dir_with(tmp_path: Path, *files: Path) -> Path:
@@ -162,8 +188,9 @@ def test_recorded_failures_are_listed_not_averaged(cfg, tmp_path):
     raw = _raw_dir_with(tmp_path, GOOD_RUN, FAILED_RUN)
     result = analyze(cfg, raw, tmp_path / "out")
     failed = [json.loads(line) for line in FAILED_RUN.read_text().splitlines()]
-    failed = [r for r in failed if r["status"] == "failed"]
-    assert failed, "the truncated-model fixture must hold failure records"
+    assert failed and all(r["status"] == "failed" for r in failed), "every cell of the truncated model fails"
+    assert {r["failure"]["reason"] for r in failed} == {"load_failed"}
+    assert sum(r["is_warmup"] for r in failed) == 1  # the warm-up failed too and is listed
     rows = read_csv(tmp_path / "out" / "summary_tables" / "failures.csv")
     assert len(rows) == len(failed)
     assert {r["reason"] for r in rows} == {r["failure"]["reason"] for r in failed}

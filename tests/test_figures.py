@@ -7,7 +7,7 @@ from pathlib import Path
 
 from moebench.analyze import analyze
 from moebench.figures import FIGURES, MANIFEST, render_figures
-from test_analyze import GEMMA, LLAMA, MOE, QWEN, analysis_config, four_models, make_record, write_jsonl
+from test_analyze import GEMMA, GOOD_RUN, LLAMA, MOE, QWEN, analysis_config, four_models, make_record, write_jsonl
 
 
 def _render(tmp_path: Path, records: list[dict]):
@@ -49,3 +49,14 @@ def test_sweep_and_roofline_figures_when_present(tmp_path):
     names = {p.stem for p in written}
     assert {"thread_sweep", "sequence_length_sweep", "roofline_fraction"} <= names
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_figures_of_the_recorded_smoke_run(tmp_path):
+    records = [json.loads(line) for line in GOOD_RUN.read_text().splitlines()]
+    written, out = _render(tmp_path, records)
+    names = {p.stem for p in written}
+    assert {"gen_throughput", "prefill_throughput", "peak_rss_vs_model_size", "axes_ratios"} <= names
+    assert all(p.stat().st_size > 1000 for p in written)
+    assert {p.suffix for p in written} == {".png", ".pdf"}
+    manifest = json.loads((out / "figures" / MANIFEST).read_text())
+    assert set(manifest["skipped"]) == {"roofline_fraction", "sequence_length_sweep", "thread_sweep"}

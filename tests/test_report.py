@@ -41,6 +41,11 @@ def test_recorded_replica_run_report(tmp_path):
         assert status == "not comparable"
         assert f"records are from device cpu, claim is for {claim.device}" in why
     assert "Replica weights were used" in text and "replica" in text
+    # the recorded runs went through the build manifest: commit known, verification state per record
+    assert f"llama.cpp commit: `{cfg.pin('offline').commit}`" in text
+    n_good, n_failed = (len(path.read_text().splitlines()) for path in (GOOD_RUN, FAILED_RUN))
+    assert (f"hashes verified before the run: yes — {n_good} records; no (run with --allow-unverified) — "
+            f"{n_failed} records") in text
     assert "load_failed" in text  # the failures table
     assert "![gen_throughput](figures/gen_throughput.png)" in text
     assert "thread_sweep: skipped" in text
