@@ -56,6 +56,7 @@ class ReplicaResult:
     size_bytes: int
     model_id: str = ""
     reused: bool = False
+    f16_size_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -308,11 +309,11 @@ def make_replica(cfg: Config, model_id: str, scale: Scale, out_dir: Path, quanti
     with tempfile.TemporaryDirectory(prefix=f".{model_id}-", dir=tmp_dir or out_dir) as tmp:
         f16 = Path(tmp) / f"{model_id}.F16.gguf"
         write_f16_gguf(gguf, spec, model_id, scale, f16)
-        f16_sha256 = sha256_file(f16)
+        f16_sha256, f16_size_bytes = sha256_file(f16), f16.stat().st_size
         quantize(Path(quantize_bin), f16, partial, threads)
     sha256 = sha256_file(partial)
     os.replace(partial, final)
-    result = ReplicaResult(final, sha256, f16_sha256, final.stat().st_size, model_id)
+    result = ReplicaResult(final, sha256, f16_sha256, final.stat().st_size, model_id, f16_size_bytes=f16_size_bytes)
     _write_sidecar(result, scale, pin, Path(quantize_bin), threads, gguf)
     return result
 
@@ -333,6 +334,7 @@ def _write_sidecar(result: ReplicaResult, scale: str, pin: str, quantize_bin: Pa
     """How the file was made, next to it: enough to tell why two replicas differ."""
     record = {"model_id": result.model_id, "scale": scale, "pin": pin, "seed": model_seed(result.model_id),
               "sha256": result.sha256, "f16_sha256": result.f16_sha256, "size_bytes": result.size_bytes,
+              "f16_size_bytes": result.f16_size_bytes,
               "quant_type": QUANT_TYPE, "quantize_threads": threads,
               "llama_quantize_sha256": sha256_file(quantize_bin), "gguf_py": str(Path(gguf.__file__).parent.parent)}
     sidecar_path(result.path).write_text(json.dumps(record, indent=2) + "\n")

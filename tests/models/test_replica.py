@@ -61,13 +61,11 @@ def field(reader, key: str):
     return f.parts[f.data[0]][0].item()
 
 
-@pytest.mark.parametrize("model_id", MODELS)
-def test_metadata_and_tensors_match_models_yaml(module_cfg, tools, tiny, model_id):
-    spec = module_cfg.models.models[model_id]
-    hp, arch = spec.tiny_hparams, spec.architecture
-    reader = tools["gguf"].GGUFReader(tiny[model_id].path)
+def assert_matches_hparams(gguf, path: Path, arch: str, hp) -> None:
+    """The GGUF's KV pairs and tensor shapes are those of `hp` (configs/models.yaml)."""
+    reader = gguf.GGUFReader(path)
     assert field(reader, "general.architecture") == arch
-    assert field(reader, "general.file_type") == tools["gguf"].LlamaFileType.MOSTLY_Q4_K_M
+    assert field(reader, "general.file_type") == gguf.LlamaFileType.MOSTLY_Q4_K_M
     expected = {"block_count": hp.block_count, "embedding_length": hp.embedding_length,
                 "feed_forward_length": hp.feed_forward_length, "context_length": hp.context_length,
                 "attention.head_count": hp.head_count, "attention.head_count_kv": hp.head_count_kv}
@@ -75,6 +73,8 @@ def test_metadata_and_tensors_match_models_yaml(module_cfg, tools, tiny, model_i
         expected |= {"expert_count": hp.expert_count, "expert_used_count": hp.expert_used_count}
     if hp.head_dim:
         expected |= {"attention.key_length": hp.head_dim, "attention.value_length": hp.head_dim}
+    if arch == "llama":
+        expected |= {"vocab_size": hp.vocab_size, "rope.dimension_count": replica.head_dim(hp)}
     for key, value in expected.items():
         assert field(reader, f"{arch}.{key}") == value, key
     assert field(reader, "tokenizer.ggml.tokens") == hp.vocab_size
@@ -85,21 +85,36 @@ def test_metadata_and_tensors_match_models_yaml(module_cfg, tools, tiny, model_i
     if arch == "olmoe":
         assert {f"blk.0.ffn_{x}_exps.weight" for x in ("gate", "up", "down")} <= tensors.keys()
         assert tensors["blk.0.ffn_gate_inp.weight"] == (hp.embedding_length, hp.expert_count)
+    if arch == "llama":
+        rope_freqs = next(t for t in reader.tensors if t.name == "rope_freqs.weight")
+        assert list(rope_freqs.data) == pytest.approx(list(replica.llama3_rope_factors(hp)))
     if arch == "gemma2":
         assert field(reader, "gemma2.attn_logit_softcapping") == pytest.approx(hp.attn_logit_softcapping)
         assert "blk.0.post_ffw_norm.weight" in tensors
 
 
 @pytest.mark.parametrize("model_id", MODELS)
-def test_generates_in_llama_cli(tools, tiny, model_id):
-    argv = [str(tools["cli"]), "-m", str(tiny[model_id].path), "-n", "8", "-p", "hello", "--temp", "0",
+def test_metadata_and_tensors_match_models_yaml(module_cfg, tools, tiny, model_id):
+    spec = module_cfg.models.models[model_id]
+    assert_matches_hparams(tools["gguf"], tiny[model_id].path, spec.architecture, spec.tiny_hparams)
+
+
+def assert_generates(cli: Path, model: Path, timeout_s: int = 120) -> None:
+    """Eight greedy tokens from "hello" in the pinned llama-cli, each one a real eval."""
+    argv = [str(cli), "-m", str(model), "-n", "8", "-p", "hello", "--temp", "0",
             "--seed", "1", "-t", "2", "--ignore-eos", "-c", "256"]
-    done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout_s,
+                          stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("hello") and len(done.stdout.strip()) > len("hello")
     # The first generated token comes from the prompt's logits; each later one costs one eval run.
     runs = re.search(r"^llama_perf_context_print:\s+eval time =.*/\s*(\d+) runs", done.stderr, re.M)
     assert runs and int(runs.group(1)) + 1 == 8, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_generates_in_llama_cli(tools, tiny, model_id):
+    assert_generates(tools["cli"], tiny[model_id].path)
 
 
 @pytest.mark.parametrize("model_id", MODELS)
@@ -153,3 +168,37 @@ def test_make_replicas_skips_pinned_files_and_refuses_a_mismatch(module_cfg, too
     message = caught.value.one_line()
     assert good in message and wrong in message and model_id in message
     assert target.is_file() and replica.sha256_file(target) == good  # the existing file is left as it was
+
+
+# --- full scale: the replicas `invoke models.replica --scale full` wrote (minutes and GBs to make, so
+# these check the files in models/replica-full and skip a model that has none) -----------------------
+
+# Q4_K_M picks its per-tensor types from names and shapes, so a replica of the real architecture is
+# the real file's size give or take the tokenizer metadata.
+REAL_SIZE_TOLERANCE = 0.05
+
+
+def full_replica(model_id: str) -> Path:
+    path = replica.replica_dir("full") / replica.replica_filename(model_id)
+    if not path.is_file():
+        pytest.skip(f"no full replica at {path} (invoke models.replica --scale full --models {model_id})")
+    return path
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_full_replica_matches_models_yaml(module_cfg, tools, model_id):
+    spec = module_cfg.models.models[model_id]
+    assert_matches_hparams(tools["gguf"], full_replica(model_id), spec.architecture, spec.hparams)
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_full_replica_is_the_real_files_size(module_cfg, model_id):
+    path, real = full_replica(model_id), module_cfg.models.models[model_id].hub.size_bytes
+    if real is None:
+        pytest.skip(f"models.yaml has no hub.size_bytes for {model_id} yet (invoke lock models)")
+    assert abs(path.stat().st_size / real - 1) < REAL_SIZE_TOLERANCE
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_full_replica_generates_in_llama_cli(tools, model_id):
+    assert_generates(tools["cli"], full_replica(model_id), timeout_s=600)
