@@ -222,9 +222,15 @@ def _link_inside(rel: PurePosixPath, target: str) -> bool:
 
 def safe_extract(archive: Path, subdir: str, dest: Path) -> None:
     """Extract only `subdir` of a tar archive into `dest`: regular files, directories and links that stay
-    inside; modes reduced to what git records (executable or not)."""
+    inside; modes reduced to what git records (executable or not).
+
+    Nothing is written through a symlink (an earlier member such as `a/b -> ..` would otherwise let a
+    later `a/b/c -> ..` and `c/x` land outside `dest`), and once every member is out each symlink must
+    resolve inside `dest`: a chain of links that each look harmless on their own is refused too."""
     prefix = PurePosixPath(subdir.strip("/"))
     dest.mkdir(parents=True)
+    root = dest.resolve()
+    links: list[Path] = []
     found = False
     with tarfile.open(archive) as tar:
         for member in tar:
@@ -232,7 +238,8 @@ def safe_extract(archive: Path, subdir: str, dest: Path) -> None:
             if rel is None:
                 continue
             found = True
-            out = dest.joinpath(*rel.parts) if rel.parts else dest
+            out = root.joinpath(*rel.parts)
+            _refuse_symlink_on_path(out, archive, member.name)
             if member.isdir():
                 out.mkdir(parents=True, exist_ok=True)
             elif member.isreg():
@@ -246,18 +253,32 @@ def safe_extract(archive: Path, subdir: str, dest: Path) -> None:
                                          "do not use this archive")
                 out.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(member.linkname, out)
+                links.append(out)
             elif member.islnk():
                 source = _member_target(tarfile.TarInfo(member.linkname), prefix)
                 if source is None:
                     raise IntegrityError(archive, f"hard link {member.name} -> {member.linkname} leaves the tree",
                                          "do not use this archive")
+                _refuse_symlink_on_path(root.joinpath(*source.parts), archive, member.linkname)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(dest.joinpath(*source.parts), out)
+                shutil.copy2(root.joinpath(*source.parts), out)
             else:
                 raise IntegrityError(archive, f"member {member.name} is a device, fifo or other special file",
                                      "do not use this archive")
     if not found:
         raise ConfigError(archive, f"archive has no directory {subdir!r}", "fix `subdir` in configs/lock.yaml")
+    for link in links:
+        if not Path(os.path.realpath(link)).is_relative_to(root):
+            raise IntegrityError(archive, f"symlink {link.relative_to(root)} -> {os.readlink(link)} resolves "
+                                          f"outside the tree", "do not use this archive")
+
+
+def _refuse_symlink_on_path(path: Path, archive: Path, name: str) -> None:
+    """IntegrityError when `path` (absolute, already resolved up to the tree root) or a directory on the
+    way to it is a symlink."""
+    if os.path.realpath(path) != str(path):
+        raise IntegrityError(archive, f"member {name} would be written or read through a symlink",
+                             "do not use this archive")
 
 
 def _extract_and_install(cfg: Config, pin_name: str, pin: LlamaCppPin, archive: Path, subdir: str,
