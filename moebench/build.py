@@ -248,6 +248,11 @@ def build(cfg: Config, device_name: str, pin_name: str, jobs: int | None = None,
     pin = cfg.pin(pin_name)
     cfg.device(device_name)
     build_dir = build_dir_for(device_name, pin_name, work_root)
+    if any(char.isspace() for char in str(build_dir)):
+        # cmake splits CMAKE_C_FLAGS at whitespace: the prefix-map flag would break in two
+        raise UserError(build_dir, "the build directory's path contains whitespace, which the recipe's "
+                                   "-ffile-prefix-map flag cannot carry",
+                        "set MOEBENCH_HOME to a directory whose path has no spaces")
     tree = fetch_source(cfg, pin_name, progress=progress)
     tools = toolchain()
     build_number = pin.build_number or 0
