@@ -121,14 +121,15 @@ def resolve_model_path(cfg: Config, model_id: str, source: str, scale: str | Non
                     "use --models replica, or install the kit fully")
 
 
-def check_verified(cfg: Config, device: str, pin: str, models_source: str, scale: str | None) -> tuple[bool, str | None]:
-    """(verified, reason when not)."""
+def check_verified(cfg: Config, device: str, pin: str, models_source: str, scale: str | None,
+                   model_ids: list[str] | None = None) -> tuple[bool, str | None]:
+    """(verified, reason when not); only the models the run uses are hashed."""
     try:
         from moebench.verify import verify_and_report
     except ImportError as exc:
         return False, f"moebench.verify is not available ({exc})"
     models = f"replica-{scale}" if models_source == "replica" else "real"
-    if verify_and_report(cfg, device, pin, models):
+    if verify_and_report(cfg, device, pin, models, model_ids):
         return True, None
     return False, "invoke verify reported a hash mismatch (see its table)"
 
@@ -165,7 +166,8 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
                                threads_override=threads_override)
     binary_name = engines.BINARY_FOR_MODE[mode]
     binary, manifest, manifest_reason = resolve_binary(device, pin, binary_name)
-    verified, verify_reason = check_verified(cfg, device, pin, models_source, scale)
+    verified, verify_reason = check_verified(cfg, device, pin, models_source, scale,
+                                             sorted({cell.model_id for cell in the_plan.cells}))
     if manifest is not None:
         listed = (manifest.get("binaries") or {}).get(binary_name, {}).get("sha256")
         if listed is not None and listed != sha256_file(binary):

@@ -165,8 +165,9 @@ def render_table(checks: list[Check]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def model_files(cfg: Config, which: str, pin: str = "offline") -> list[ModelFile]:
-    """The model files `invoke verify --models` names: replica-tiny, replica-full, real, none or present."""
+def model_files(cfg: Config, which: str, pin: str = "offline", model_ids: list[str] | None = None) -> list[ModelFile]:
+    """The model files `invoke verify --models` names: replica-tiny, replica-full, real, none or present;
+    `model_ids` narrows them to the models one run uses."""
     if which == "none":
         return []
     from moebench.models import registry
@@ -182,7 +183,7 @@ def model_files(cfg: Config, which: str, pin: str = "offline") -> list[ModelFile
                         "use one of: replica-tiny, replica-full, real, none, present")
     files = []
     for source, scale in sources:
-        for model_id in cfg.models.models:
+        for model_id in model_ids or cfg.models.models:
             ref = registry.resolve(cfg, model_id, source, scale, pin)
             if which == "present" and not ref.path.is_file():
                 continue
@@ -190,9 +191,10 @@ def model_files(cfg: Config, which: str, pin: str = "offline") -> list[ModelFile
     return files
 
 
-def verify_and_report(cfg: Config, device: str, pin: str, models: str = "present") -> bool:
+def verify_and_report(cfg: Config, device: str, pin: str, models: str = "present",
+                      model_ids: list[str] | None = None) -> bool:
     """`invoke verify`: print the table, return True only when every check passed."""
     replica_pin = "offline" if models.startswith("replica") or models == "present" else pin
-    checks = verify(cfg, device, pin, model_files(cfg, models, replica_pin))
+    checks = verify(cfg, device, pin, model_files(cfg, models, replica_pin, model_ids))
     print(render_table(checks), file=sys.stdout, flush=True)
     return all(check.ok for check in checks)
