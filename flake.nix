@@ -22,7 +22,7 @@
             ++ pkgs.lib.optionals pkgs.stdenv.isDarwin [ pkgs.darwin.apple_sdk.frameworks.Metal
                                                          pkgs.darwin.apple_sdk.frameworks.Foundation ];
           # Same determinism inputs as `invoke build` sets, so an interactive build matches.
-          SOURCE_DATE_EPOCH = "0";
+          SOURCE_DATE_EPOCH = "315532800";  # moebench.build.SOURCE_DATE_EPOCH
           LC_ALL = "C";
           TZ = "UTC";
           shellHook = ''

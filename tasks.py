@@ -80,12 +80,12 @@ def verify(c, device="cpu", pin=None, models="present"):
     "scale": "replica scale to record (replicas): tiny or full",
 })
 @user_errors_exit_2
-def lock(c, what="binaries", device="cpu", pin=None, scale="tiny"):
+def lock(c, what=None, device="cpu", pin=None, scale="tiny"):
     """Record verified hashes into configs/lock.yaml: built binaries, hub model metadata or replica hashes."""
     from moebench.lockfile import lock_from_measurements
 
     cfg = _config()
-    for line in lock_from_measurements(cfg, what, device, pin or cfg.device(device).default_pin, scale):
+    for line in lock_from_measurements(cfg, what or "binaries", device, pin or cfg.device(device).default_pin, scale):
         print(line)
 
 

@@ -30,6 +30,7 @@ class Check:
     actual: str | None
     ok: bool
     note: str = ""
+    digest: str = "sha256"
 
     def message(self) -> str:
         """One line: what, where, both hashes."""
@@ -37,7 +38,7 @@ class Check:
             return f"ok: {self.item}: {self.path}"
         if self.actual is None or self.expected is None:
             return f"FAIL: {self.item}: {self.path}: {self.note}"
-        return f"FAIL: {self.item}: {self.path}: sha256 is {self.actual}, expected {self.expected} ({self.note})"
+        return f"FAIL: {self.item}: {self.path}: {self.digest} is {self.actual}, expected {self.expected} ({self.note})"
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def _source_checks(cfg: Config, pin_name: str) -> list[Check]:
         return checks
     actual = git_tree_hash(tree, exclude=pin.generated_files)
     note = f"lock.yaml llama_cpp.{pin_name}.tree_hash" if pin.tree_hash else "no tree_hash pinned in lock.yaml"
-    tree_check = Check("source tree", str(tree), pin.tree_hash, actual, actual == pin.tree_hash, note)
+    tree_check = Check("source tree", str(tree), pin.tree_hash, actual, actual == pin.tree_hash, note,
+                       digest="git tree id")
     archive = _archive_of(cfg, pin_name, channel)
     if archive is not None:
         checks.append(_archive_check(*archive, tree_proven=tree_check.ok))

@@ -106,6 +106,35 @@ def test_nvml_with_a_fake_library():
     assert result.details["energy_basis"].startswith("nvmlDeviceGetTotalEnergyConsumption")
 
 
+def test_nvml_counter_that_did_not_tick_is_not_a_zero_reading():
+    """A cell shorter than the energy counter's update period must not report 0 J (seen on an H100:
+    cells of a few ms read a zero delta, which averaged into a meaningless J/token)."""
+    class FrozenCounterNvml:
+        NVML_TEMPERATURE_GPU = 0
+
+        def nvmlInit(self): pass
+        def nvmlShutdown(self): pass
+        def nvmlDeviceGetHandleByIndex(self, i): return i
+        def nvmlDeviceGetPowerUsage(self, h): return 100_000
+        def nvmlDeviceGetTemperature(self, h, kind): return 41
+        def nvmlDeviceGetUtilizationRates(self, h):
+            return type("U", (), {"gpu": 3})()
+        def nvmlDeviceGetTotalEnergyConsumption(self, h): return 7_000_000
+    monitor = NvmlMonitor(nvml=FrozenCounterNvml(), interval_s=10.0)  # no second power sample either
+    monitor.start(1)
+    monitor.stop()
+    result = monitor.result()
+    assert result.fields["energy_joules"] is None
+    assert "did not advance" in result.null_reasons["energy_joules"]
+    slow = NvmlMonitor(nvml=FrozenCounterNvml(), interval_s=0.02)  # enough power samples: integrate them
+    slow.start(1)
+    time.sleep(0.1)
+    slow.stop()
+    integrated = slow.result()
+    assert integrated.details["energy_basis"] == "sampled power integrated between samples"
+    assert integrated.fields["energy_joules"] > 0
+
+
 def test_nvpmodel_parse():
     assert parse_nvpmodel_query((FIX / "nvpmodel" / "orin_nano_15w.txt").read_text()) == {"power_mode": "15W", "mode_id": 0}
     assert parse_nvpmodel_query((FIX / "nvpmodel" / "orin_nano_maxn_super.txt").read_text())["power_mode"] == "MAXN_SUPER"

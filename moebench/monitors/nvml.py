@@ -90,14 +90,18 @@ class NvmlMonitor(Monitor):
         result = MonitorResult(details={"available": True, "samples": len(self._samples),
                                         "achieved_hz": self._sampler.achieved_hz(), "window_s": round(window_s, 4)})
         joules, basis = None, None
+        few = "fewer than 2 NVML samples in the cell window"
         if self._energy_start is not None and self._energy_stop is not None:
-            joules, basis = (self._energy_stop - self._energy_start) / 1000.0, "nvmlDeviceGetTotalEnergyConsumption delta"
-        elif len(self._samples) >= 2:
+            if self._energy_stop > self._energy_start:
+                joules, basis = (self._energy_stop - self._energy_start) / 1000.0, "nvmlDeviceGetTotalEnergyConsumption delta"
+            else:  # the counter ticks more coarsely than this cell lasted: zero would be a false reading
+                few = (f"the NVML energy counter did not advance in the {window_s:.3f} s cell window "
+                       f"and fewer than 2 power samples were taken")
+        if joules is None and len(self._samples) >= 2:
             pairs = zip(self._samples, self._samples[1:])
             joules = sum(p0 * (t1 - t0) for (t0, p0, _, _), (t1, _, _, _) in pairs) / 1000.0
             basis = "sampled power integrated between samples"
         result.details["energy_basis"] = basis
-        few = "fewer than 2 NVML samples in the cell window"
         result.set("energy_joules", round(joules, 4) if joules is not None else None, few)
         result.set("power_w_mean", round(joules / window_s, 4) if joules is not None and window_s > 0 else None, few)
         temps = [s[2] for s in self._samples if s[2] is not None]
