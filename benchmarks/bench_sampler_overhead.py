@@ -3,7 +3,10 @@ Cells alternate sampling on / off in one persistent server so both see the same 
 
 from __future__ import annotations
 
-from _common import args, cell, knobs, rates, run_cells, stats, write
+import tempfile
+from pathlib import Path
+
+from _common import PROMPT, args, cell, knobs, rates, stats, write
 
 from moebench import engines
 from moebench.monitors import create_monitors
@@ -12,9 +15,6 @@ from moebench.monitors import create_monitors
 def main() -> None:
     a = args(__doc__)
     k = knobs(a)
-    import tempfile
-    from pathlib import Path
-
     on, off = [], []
     with tempfile.TemporaryDirectory() as work:
         engine = engines.ServerEngine(a.bin_dir / "llama-server", Path(work), 600.0)
@@ -23,7 +23,7 @@ def main() -> None:
                 monitors = create_monitors(("psutil",) if rep % 2 else ())
                 hooks = engines.MonitorHooks(start=lambda pid: [m.start(pid) for m in monitors],
                                              stop=lambda: [m.stop() for m in monitors])
-                outcome = engine.run_cell(cell(k, rep), a.model, __import__("_common").PROMPT, hooks)
+                outcome = engine.run_cell(cell(k, rep), a.model, PROMPT, hooks)
                 if rep == 0:
                     continue  # warm-up
                 (on if rep % 2 else off).append(outcome)
