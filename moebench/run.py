@@ -29,7 +29,10 @@ from moebench.monitors import create_monitors, merge_results
 from moebench.paths import raw_dir
 from moebench.records import RecordWriter, read_records
 
-# Chosen from benchmarks/results (harness vs llama-bench, cli vs server); MOEBENCH_RUNNER overrides.
+# Chosen from benchmarks/results: one persistent llama-server finishes an Exp1-like matrix 1.21x
+# sooner than one llama-cli per cell (full-scale Llama-3.2-1B replica, 2 cores), and its prefill
+# tok/s equal llama-bench's (1.007x); both runners report ~4-5% lower gen tok/s than llama-bench,
+# whose tg test skips the per-token sampling over the vocabulary. MOEBENCH_RUNNER overrides.
 DEFAULT_RUNNER_MODE = "server"
 PATCHED_RUNNER_MODE = "cli"
 

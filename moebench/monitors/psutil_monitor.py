@@ -5,6 +5,11 @@ high-water mark (VmHWM of /proc/<pid>/status, summed over the tree) is read too,
 between samples is not missed: peak_rss_bytes is the larger of the two (basis in details); CPU % comes from the
 tree's cumulative user+system CPU time between samples (100 % = one core busy), which unlike
 psutil's cpu_percent() needs no priming call and so is valid from the second sample on.
+
+Finding the descendants means scanning every process of the host, by far the dearest part of a
+sample; llama.cpp starts no children of its own, so the tree is re-scanned only every
+`TREE_REFRESH_SAMPLES` samples (0.5 s) while the known processes are read at every sample. This is
+what keeps the sampler's cost on llama.cpp's throughput low (benchmarks/bench_sampler_overhead.py).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import psutil
 from moebench.monitors.base import Monitor, MonitorResult, Sampler
 
 DEFAULT_INTERVAL_S = 0.05
+TREE_REFRESH_SAMPLES = 10
 
 
 class PsutilMonitor(Monitor):
@@ -35,6 +41,8 @@ class PsutilMonitor(Monitor):
         self._cpu: list[tuple[float, float]] = []  # (monotonic time, tree CPU seconds)
         self._cpu_seen: dict[int, float] = {}
         self._hwm_seen: dict[int, int] = {}
+        self._tree: list[psutil.Process] = []
+        self._samples_taken = 0
         self._reason = None
         self._sampler = None
         if pid is None:
@@ -50,10 +58,13 @@ class PsutilMonitor(Monitor):
 
     def _sample(self) -> bool:
         assert self._root is not None
-        try:
-            procs = [self._root] + self._root.children(recursive=True)
-        except psutil.Error:
-            return False
+        if self._samples_taken % TREE_REFRESH_SAMPLES == 0:
+            try:
+                self._tree = [self._root] + self._root.children(recursive=True)
+            except psutil.Error:
+                return False
+        self._samples_taken += 1
+        procs = self._tree
         rss = 0
         alive = False
         for proc in procs:
