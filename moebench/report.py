@@ -196,6 +196,33 @@ def section_headline(analysis: AnalysisResult) -> str:
     return "\n".join(lines)
 
 
+def section_summary(analysis: AnalysisResult) -> str | None:
+    """The study's question in one table: the MoE's ratios to each dense model, one row per cell and
+    dense model (the two axes share pairs; each pair appears once), headline experiment first."""
+    rows = analysis.tables["axes_summary"]
+    if not rows:
+        return None
+    by_pair: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        key = (r["experiment"], r["device"], source_label(r), knobs_label(r), r["denominator_model"])
+        by_pair.setdefault(key, {})[r["metric"]] = r
+
+    def ratio(metrics: dict[str, dict], metric: str) -> str:
+        r = metrics.get(metric)
+        if r is None or r["ratio"] is None:
+            return DASH
+        ci = f" [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]" if r["ci95_low"] is not None else " (CI unbounded)"
+        return f"{r['ratio']:.2f}x{ci}"
+
+    order = sorted(by_pair, key=lambda k: (k[0] != HEADLINE_EXPERIMENT, k))
+    body = [[*key[:4], key[4], ratio(by_pair[key], "gen_tokens_per_s"), ratio(by_pair[key], "prefill_tokens_per_s"),
+             ratio(by_pair[key], "peak_rss_bytes")] for key in order]
+    return "\n".join(["## Summary: MoE / dense", "",
+                      "Ratio of means, MoE over each dense model, 95% CI (details under *The study's two axes*).", "",
+                      table(["experiment", "device", "weights", "knobs", "vs", "gen tok/s", "prefill tok/s",
+                             "peak RSS"], body)])
+
+
 def section_axes(analysis: AnalysisResult) -> str:
     rows = analysis.tables["axes_summary"]
     lines = ["## The study's two axes", "",
@@ -388,7 +415,8 @@ def write_report(cfg: Config, analysis: AnalysisResult, output_dir: Path, refere
         "# moebench report", "",
         f"Experiments: {', '.join(experiments)}. Devices: {', '.join(devices)}. Weights: {', '.join(sources)}.",
         "Tables: `benchmark_results.csv` (one row per record) and `summary_tables/*.csv`.", "",
-        section_what(analysis), section_where(analysis), section_headline(analysis), section_axes(analysis),
+        section_what(analysis), section_summary(analysis), section_where(analysis), section_headline(analysis),
+        section_axes(analysis),
         section_sequence(analysis), section_threads(analysis), section_roofline(analysis),
         section_figures(output_dir), section_failures(analysis), section_verdicts(cfg, analysis),
         section_reference(analysis, Path(reference_dir)) if reference_dir is not None else None,

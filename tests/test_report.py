@@ -85,3 +85,17 @@ def test_verdict_replica_on_claim_device_not_comparable(tmp_path):
     status, why = _verdicts(text)["jetson_gen_olmoe_vs_llama"]
     assert status == "not comparable" and "replica weights" in why
     assert "Replica weights were used" in text
+
+
+def test_summary_gives_each_moe_dense_pair_once(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(GOOD_RUN, raw / GOOD_RUN.name)
+    text = _report(tmp_path, raw)
+    summary = text.split("## Summary: MoE / dense", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| experiment_1_efficiency")]
+    dense = ["gemma-2-2b-it-q4km", LLAMA, "qwen2.5-1.5b-instruct-q4km"]
+    assert sorted(row.split(" | ")[4] for row in rows) == sorted(dense)  # both axes share pairs: once each
+    llama_row = next(row for row in rows if f" | {LLAMA} | " in row)
+    assert re.search(r"\| \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] \|", llama_row)  # gen ratio with its CI
+    assert text.index("## Summary: MoE / dense") < text.index("## Where: provenance")
