@@ -48,7 +48,7 @@ from moebench.hashing import git_tree_hash, sha256_file, sha256_files
 from moebench.source import fetch_source
 
 MANIFEST_SCHEMA_VERSION = 1
-RECIPE_VERSION = 1  # bump when the recipe below changes: every existing build is then rebuilt
+RECIPE_VERSION = 2  # bump when the recipe below changes: every existing build is then rebuilt
 SOURCE_DATE_EPOCH = "315532800"
 PREFIX_MAP_TARGET = "/moebench/build"
 BASE_CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
@@ -132,6 +132,10 @@ def _tool(env_name: str, default: str) -> str:
     return found
 
 
+def _version_digest(*version_lines: str) -> str:
+    return hashlib.sha256("\n".join(version_lines).encode()).hexdigest()[:8]
+
+
 def toolchain() -> dict[str, Any]:
     """Compilers, cmake and target triple as this build will use them (cheap: a few --version calls)."""
     cc, cxx = _tool("CC", "cc"), _tool("CXX", "c++")
@@ -146,7 +150,10 @@ def toolchain() -> dict[str, Any]:
     return {
         "compiler": {"c": cc, "c_version": cc_version, "cxx": cxx, "cxx_version": _first_line([cxx, "--version"])},
         "cmake": cmake, "cmake_version": cmake_version,
-        "toolchain_id": f"{family}-{number}_cmake-{cmake_version}_{machine}",
+        # the distribution's full version lines enter as a short hash: two packagings of one gcc
+        # release (12.2.0-14 vs 12.2.0-14+deb12u1) must not share a binaries pin in lock.yaml
+        "toolchain_id": f"{family}-{number}-{_version_digest(cc_version, _first_line([cxx, '--version']), cmake_version)}"
+                        f"_cmake-{cmake_version}_{machine}",
     }
 
 
