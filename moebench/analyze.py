@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from moebench import roofline as rl
-from moebench.config import Config, ModelSpec
+from moebench.config import Bandwidth, Config, ModelSpec
 from moebench.errors import UserError
 from moebench.records import MEASUREMENT_FIELDS, RecordError, validate_record
 from moebench.stats import RATIO_CI_METHOD, mean_ci, ratio_ci
@@ -415,11 +416,30 @@ def roofline_rows(cfg: Config, per_model: list[dict[str, Any]], groups: dict[tup
             continue
         hp = spec.tiny_hparams if summary["replica_scale"] == "tiny" else spec.hparams
         context = summary["prompt_tokens_mean"] + summary["gen_tokens_mean"] / 2.0
-        result = rl.roofline(hp, weights, context, device.memory_bandwidth, summary["gen_tokens_per_s_mean"])
+        result = rl.roofline(hp, weights, context, bandwidth_for(device, groups[key]),
+                             summary["gen_tokens_per_s_mean"])
         row.update(vars(result))
         row["hparams"] = "tiny_hparams" if summary["replica_scale"] == "tiny" else "hparams"
         rows.append(row)
     return rows
+
+
+def bandwidth_for(device: Any, items: list[Loaded]) -> Bandwidth:
+    """The device's datasheet bandwidth; where devices.yaml has none for a CPU-backend device (a
+    generic host), the median of the bandwidth its runs measured on the host (moebench.bandwidth),
+    with that as its source. A GPU's bound is never taken from host memory."""
+    spec = device.memory_bandwidth
+    if spec.gb_per_s is not None or device.backend != "cpu":
+        return spec
+    measured = [m["gb_per_s"] for m in (((i.record["provenance"].get("host") or {}).get("memory_bandwidth"))
+                                        for i in items) if m and m.get("gb_per_s")]
+    if not measured:
+        return spec
+    method = next(i.record["provenance"]["host"]["memory_bandwidth"]["method"] for i in items
+                  if (i.record["provenance"].get("host") or {}).get("memory_bandwidth"))
+    return Bandwidth(gb_per_s=float(statistics.median(measured)),
+                     source=f"measured on the run's host ({method}; median over {len(measured)} records); "
+                            f"devices.yaml: {spec.source}")
 
 
 def _roofline_problem(spec: ModelSpec | None, device: Any, summary: dict[str, Any]) -> str | None:

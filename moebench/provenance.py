@@ -6,6 +6,7 @@ reason in `null_reasons`. Model fields are per record (`for_model`).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from moebench.bandwidth import measure_memory_bandwidth
 from moebench.config import REPO_ROOT, Config
 from moebench.hashing import sha256_file
 from moebench.monitors.nvpmodel import query_power_mode
@@ -78,6 +80,12 @@ def host_info() -> dict[str, Any]:
     }
 
 
+@functools.cache
+def host_memory_bandwidth() -> dict[str, Any]:
+    """Measured once per process, before any model is loaded (moebench.bandwidth says how)."""
+    return measure_memory_bandwidth(psutil.cpu_count(logical=False) or 1)
+
+
 def clocks() -> tuple[dict[str, Any] | None, str | None]:
     """jetson_clocks --show on a Jetson; the cpufreq governor and limits elsewhere on Linux."""
     tool = shutil.which("jetson_clocks")
@@ -120,7 +128,7 @@ def collect_run_provenance(cfg: Config, *, device: str, pin: str, manifest: dict
     _reason(reasons, "power_mode", reason)
     prov["clocks"], reason = clocks()
     _reason(reasons, "clocks", reason)
-    prov["host"] = host_info()
+    prov["host"] = {**host_info(), "memory_bandwidth": host_memory_bandwidth()}
     prov["kit_commit"], prov["kit_dirty"], reason = kit_state()
     _reason(reasons, "kit_commit", reason)
     _reason(reasons, "kit_dirty", reason)

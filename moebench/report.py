@@ -279,7 +279,7 @@ def section_roofline(analysis: AnalysisResult) -> str:
         "## Memory-bandwidth roofline", "",
         "Bytes read per generated token = weights the token uses (MoE: expert tensors scaled by experts used / "
         "experts) + the F16 KV cache at the mean context (prompt tokens + half the generated tokens). "
-        "Bound = bandwidth (configs/devices.yaml) / bytes per token.", "",
+        "Bound = bandwidth (configs/devices.yaml; where it has none, the copy bandwidth each run measured on its host) / bytes per token.", "",
         table(["model", "device", "weights", "knobs", "active MiB/token", "all weights MiB", "KV MiB/token",
                "weight bytes from", "GB/s", "bound tok/s (active)", "measured tok/s", "fraction of active bound",
                "fraction of all-weights bound", "note"], body)])

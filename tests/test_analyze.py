@@ -326,3 +326,22 @@ def test_failed_oom_record_in_failures(cfg, tmp_path):
     gemma = next(r for r in result.tables["per_model_summary"] if r["model_id"] == GEMMA)
     assert gemma["n_failed"] == 1 and gemma["gen_tokens_per_s_n"] == 0
     assert "oom_killed" in gemma["gen_tokens_per_s_note"]
+
+
+def test_roofline_uses_the_bandwidth_measured_on_the_host_when_devices_yaml_has_none(tmp_path):
+    """devices.yaml gives `cpu` no bandwidth; the runs' own measurement (provenance.host) fills it."""
+    records = [json.loads(line) for line in GOOD_RUN.read_text().splitlines()]
+    for i, record in enumerate(records):
+        record["provenance"]["host"]["memory_bandwidth"] = {
+            "gb_per_s": 20.0 + (i % 3), "method": "numpy copy (test)", "threads": 2,
+            "buffer_bytes_per_thread": 1, "passes_gb_per_s": [20.0]}
+    raw = tmp_path / "raw"
+    write_jsonl(raw, GOOD_RUN.name, records)
+    result = analyze(analysis_config(), raw, tmp_path / "out")
+    rows = [r for r in result.tables["roofline_summary"] if r["model_id"] == MOE]
+    assert rows and all(r["bandwidth_gb_per_s"] == 21.0 for r in rows)  # median of 20, 21, 22
+    assert all(r["bandwidth_source"].startswith("measured on the run's host (numpy copy (test)") for r in rows)
+    assert all(r["fraction_of_active_bound"] is not None for r in rows)
+    untouched = analyze(analysis_config(), GOOD_RUN.parent, tmp_path / "plain", allow_mixed=True)
+    plain = [r for r in untouched.tables["roofline_summary"] if r["model_id"] == MOE and r["device"] == "cpu"]
+    assert plain and all(r["bandwidth_gb_per_s"] is None for r in plain)  # no measurement, no invented bound
