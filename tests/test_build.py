@@ -111,9 +111,12 @@ def test_tampered_binary_is_refused_by_build_and_verify(tmp_path, kit_manifest, 
 
     checks = {check.item: check for check in verify(load_config(), DEVICE, PIN, work_root=tmp_path)}
     failed = [check for check in checks.values() if not check.ok]
-    assert [check.item for check in failed] == ["llama-cli (manifest)"]
-    line = failed[0].message()
-    assert str(target) in line and tampered in line and recorded in line
+    pinned = load_config().lock.binaries.get(f"{DEVICE}/{PIN}/{load_manifest(DEVICE, PIN, tmp_path)['toolchain_id']}")
+    expected = ["llama-cli (manifest)"] + (["llama-cli (lock)"] if pinned else [])  # lock.yaml pins this toolchain
+    assert [check.item for check in failed] == expected
+    for check in failed:
+        line = check.message()
+        assert str(target) in line and tampered in line and recorded in line
     assert checks["llama-bench (manifest)"].ok and checks["source tree"].ok
 
 
