@@ -147,12 +147,13 @@ def toolchain() -> dict[str, Any]:
     family = "clang" if "clang" in cc_version.lower() else "gcc"
     number = _first_line([cc, "-dumpfullversion" if family == "gcc" else "-dumpversion"])
     machine = _first_line([cc, "-dumpmachine"]) or f"{platform.machine()}-unknown"
+    cxx_version = _first_line([cxx, "--version"])
     return {
-        "compiler": {"c": cc, "c_version": cc_version, "cxx": cxx, "cxx_version": _first_line([cxx, "--version"])},
+        "compiler": {"c": cc, "c_version": cc_version, "cxx": cxx, "cxx_version": cxx_version},
         "cmake": cmake, "cmake_version": cmake_version,
         # the distribution's full version lines enter as a short hash: two packagings of one gcc
         # release (12.2.0-14 vs 12.2.0-14+deb12u1) must not share a binaries pin in lock.yaml
-        "toolchain_id": f"{family}-{number}-{_version_digest(cc_version, _first_line([cxx, '--version']), cmake_version)}"
+        "toolchain_id": f"{family}-{number}-{_version_digest(cc_version, cxx_version, cmake_version)}"
                         f"_cmake-{cmake_version}_{machine}",
     }
 
