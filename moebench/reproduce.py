@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from moebench.config import Config
 from moebench.errors import IntegrityError
+from moebench.run import output_path, run_experiment, utc_stamp
 
 
 @dataclass
@@ -55,8 +55,8 @@ def _run_outputs(state_file: Path, device: str, experiments: tuple[str, ...]) ->
             print(f"resuming the {'complete' if state.get('complete') else 'unfinished'} reproduction recorded in "
                   f"{state_file} (recorded cells are skipped)")
             return {name: Path(path) for name, path in state["outputs"].items()}
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    outputs = {name: state_file.parent / f"run_{stamp}_{device}_{name}.jsonl" for name in experiments}
+    stamp = utc_stamp()
+    outputs = {name: output_path(state_file.parent, stamp, device, name) for name in experiments}
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": False}, indent=2))
     return outputs
@@ -70,7 +70,6 @@ def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source:
     from moebench.models.download import download_models
     from moebench.models.replica import make_replicas
     from moebench.report import write_report
-    from moebench.run import run_experiment
     from moebench.verify import verify_and_report
 
     dev = cfg.device(device)

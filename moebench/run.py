@@ -89,9 +89,17 @@ class RunSummary:
         return "\n".join(lines)
 
 
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def output_path(directory: Path, stamp: str, device: str, experiment: str) -> Path:
+    """The one naming of run files: `run_<UTC stamp>_<device>_<experiment>.jsonl`."""
+    return directory / f"run_{stamp}_{device}_{experiment}.jsonl"
+
+
 def default_output_path(device: str, experiment: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return raw_dir() / f"run_{stamp}_{device}_{experiment}.jsonl"
+    return output_path(raw_dir(), utc_stamp(), device, experiment)
 
 
 # --- what to run: binaries, models, verification (each replaceable in tests) -----------------
@@ -223,8 +231,7 @@ def _timeout(cfg: Config, experiment: str) -> float:
 
 
 def _run_id(device: str, experiment: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{device}-{experiment}-{secrets.token_hex(3)}"
+    return f"{utc_stamp()}-{device}-{experiment}-{secrets.token_hex(3)}"
 
 
 def _check_resume_matches(output: Path, writer: RecordWriter, device: str, experiment: str,
