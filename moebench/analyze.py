@@ -431,14 +431,12 @@ def bandwidth_for(device: Any, items: list[Loaded]) -> Bandwidth:
     spec = device.memory_bandwidth
     if spec.gb_per_s is not None or device.backend != "cpu":
         return spec
-    measured = [m["gb_per_s"] for m in (((i.record["provenance"].get("host") or {}).get("memory_bandwidth"))
-                                        for i in items) if m and m.get("gb_per_s")]
+    measured = [m for m in ((i.record["provenance"].get("host") or {}).get("memory_bandwidth") for i in items)
+                if m and m.get("gb_per_s")]
     if not measured:
         return spec
-    method = next(i.record["provenance"]["host"]["memory_bandwidth"]["method"] for i in items
-                  if (i.record["provenance"].get("host") or {}).get("memory_bandwidth"))
-    return Bandwidth(gb_per_s=float(statistics.median(measured)),
-                     source=f"measured on the run's host ({method}; median over {len(measured)} records); "
+    return Bandwidth(gb_per_s=float(statistics.median(m["gb_per_s"] for m in measured)),
+                     source=f"measured on the run's host ({measured[0]['method']}; median over {len(measured)} records); "
                             f"devices.yaml: {spec.source}")
 
 
