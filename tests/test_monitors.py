@@ -81,22 +81,28 @@ def test_nvml_without_library_or_gpu():
     assert result.fields["energy_joules"] is None and "NVML could not open" in result.null_reasons["energy_joules"]
 
 
-def test_nvml_with_a_fake_library():
-    class FakeNvml:
-        NVML_TEMPERATURE_GPU = 0
-        energy = 1_000_000
+class FakeNvml:
+    """Answers like pynvml for one GPU at 100 W, 55 °C, 80 % busy; its energy counter advances by
+    `energy_step_mj` per read (0: a counter that has not ticked yet)."""
+    NVML_TEMPERATURE_GPU = 0
 
-        def nvmlInit(self): pass
-        def nvmlShutdown(self): pass
-        def nvmlDeviceGetHandleByIndex(self, i): return i
-        def nvmlDeviceGetPowerUsage(self, h): return 100_000
-        def nvmlDeviceGetTemperature(self, h, kind): return 55
-        def nvmlDeviceGetUtilizationRates(self, h):
-            return type("U", (), {"gpu": 80})()
-        def nvmlDeviceGetTotalEnergyConsumption(self, h):
-            FakeNvml.energy += 5000
-            return FakeNvml.energy
-    monitor = NvmlMonitor(nvml=FakeNvml(), interval_s=0.02)
+    def __init__(self, energy_step_mj: int):
+        self.energy_step_mj, self.energy_mj = energy_step_mj, 1_000_000
+
+    def nvmlInit(self): pass
+    def nvmlShutdown(self): pass
+    def nvmlDeviceGetHandleByIndex(self, i): return i
+    def nvmlDeviceGetPowerUsage(self, h): return 100_000
+    def nvmlDeviceGetTemperature(self, h, kind): return 55
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return type("U", (), {"gpu": 80})()
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        self.energy_mj += self.energy_step_mj
+        return self.energy_mj
+
+
+def test_nvml_with_a_fake_library():
+    monitor = NvmlMonitor(nvml=FakeNvml(energy_step_mj=5000), interval_s=0.02)
     monitor.start(1)
     time.sleep(0.1)
     monitor.stop()
@@ -109,24 +115,13 @@ def test_nvml_with_a_fake_library():
 def test_nvml_counter_that_did_not_tick_is_not_a_zero_reading():
     """A cell shorter than the energy counter's update period must not report 0 J (seen on an H100:
     cells of a few ms read a zero delta, which averaged into a meaningless J/token)."""
-    class FrozenCounterNvml:
-        NVML_TEMPERATURE_GPU = 0
-
-        def nvmlInit(self): pass
-        def nvmlShutdown(self): pass
-        def nvmlDeviceGetHandleByIndex(self, i): return i
-        def nvmlDeviceGetPowerUsage(self, h): return 100_000
-        def nvmlDeviceGetTemperature(self, h, kind): return 41
-        def nvmlDeviceGetUtilizationRates(self, h):
-            return type("U", (), {"gpu": 3})()
-        def nvmlDeviceGetTotalEnergyConsumption(self, h): return 7_000_000
-    monitor = NvmlMonitor(nvml=FrozenCounterNvml(), interval_s=10.0)  # no second power sample either
+    monitor = NvmlMonitor(nvml=FakeNvml(energy_step_mj=0), interval_s=10.0)  # no second power sample either
     monitor.start(1)
     monitor.stop()
     result = monitor.result()
     assert result.fields["energy_joules"] is None
     assert "did not advance" in result.null_reasons["energy_joules"]
-    slow = NvmlMonitor(nvml=FrozenCounterNvml(), interval_s=0.02)  # enough power samples: integrate them
+    slow = NvmlMonitor(nvml=FakeNvml(energy_step_mj=0), interval_s=0.02)  # enough power samples: integrate them
     slow.start(1)
     time.sleep(0.1)
     slow.stop()
