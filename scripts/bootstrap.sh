@@ -16,5 +16,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet --require-hashes -r configs/requirements.lock
+.venv/bin/python -m pip install --quiet --no-deps -e .
 echo "ready: .venv/bin/invoke --list"

@@ -1,0 +1,3 @@
+"""Toolchain images: the OS, compiler, CMake, CUDA where needed, Python and the kit's locked Python
+dependencies; never the kit itself, which is mounted at /moebench. Built reproducibly where the kit
+builds the OS itself (rootfs recipe), digest-pinned in lock.yaml, run through the Docker Engine API."""

@@ -1,0 +1,126 @@
+"""A Debian root filesystem at exact package versions, with the kit's Python dependencies in a venv.
+
+No base image is pulled: mmdebstrap assembles the OS from the Debian mirror, and with
+SOURCE_DATE_EPOCH set it writes no build time into the files. Exact versions come from
+`images.<name>.packages` in lock.yaml, handed to apt as pins of priority 1001 (apt_preferences(5):
+above 1000 apt installs that version even where it is older than the candidate), so the mirror's
+newest version never slips in. Whatever apt could not honour (a version the mirror no longer
+has) shows up when the installed list is compared with the lock, and the build stops there.
+
+The Python dependencies are the wheels of configs/requirements.lock, downloaded and hash-checked
+on the host (the image's apt mirror needs no access to PyPI), and installed without byte-compiling
+(`--no-compile`): CPython's marshal output can differ between runs, so .pyc files would make the
+layer irreproducible; the image sets PYTHONDONTWRITEBYTECODE instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from moebench.config import ImagePin
+from moebench.errors import UserError
+
+VENV = "opt/moebench/venv"
+PINS_FILE = "etc/apt/preferences.d/moebench-pins"
+CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def apt_pins(packages: dict[str, str | None]) -> str:
+    """apt_preferences(5) stanzas that force each package with a recorded version to that version."""
+    stanzas = [f"Package: {name}\nPin: version {version}\nPin-Priority: 1001\n"
+               for name, version in sorted(packages.items()) if version is not None]
+    return "\n".join(stanzas)
+
+
+def run_logged(args: list[str], log: Path, what: str, env: dict[str, str] | None = None) -> None:
+    """Run one build step with its output appended to `log`; UserError with the log's tail on failure."""
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(args)}\n")
+        out.flush()
+        try:
+            code = subprocess.call(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        except FileNotFoundError:
+            raise UserError(args[0], "not installed", "apt-get install mmdebstrap (and run as root)") from None
+    if code != 0:
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-12:])
+        raise UserError(log, f"{what} failed (exit {code}):\n{tail}", "see the log; a moved mirror or a full disk "
+                                                                       "are the usual causes")
+
+
+def debootstrap(name: str, spec: ImagePin, target: Path, source_date_epoch: int, log: Path) -> None:
+    """mmdebstrap the image's suite into `target` (which must not exist), pinned to the lock's versions."""
+    rootfs = spec.rootfs
+    assert rootfs is not None
+    if os.geteuid() != 0:
+        raise UserError(f"images.{name}", "building a root filesystem needs root (mmdebstrap --mode=root)",
+                        "run the image build as root, e.g. sudo .venv/bin/invoke image.build")
+    pins = target.parent / "moebench-pins"
+    pins.write_text(apt_pins(spec.packages), encoding="utf-8")
+    args = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+            f"--architectures={rootfs.architecture}", "--aptopt=Acquire::Retries \"3\"",
+            f"--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && cp {pins} \"$1/{PINS_FILE}\""]
+    if rootfs.include:
+        args.append(f"--include={','.join(rootfs.include)}")
+    args += [rootfs.suite, str(target), *rootfs.mirrors]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch), "LC_ALL": "C.UTF-8", "TZ": "UTC"}
+    run_logged(args, log, "mmdebstrap", env)
+    pins.unlink()
+
+
+def installed_packages(target: Path) -> dict[str, str]:
+    """{package: version} of every package dpkg has installed in the root filesystem `target`."""
+    done = subprocess.run(["dpkg-query", f"--admindir={target / 'var/lib/dpkg'}", "-W",
+                           "-f=${db:Status-Abbrev}\t${Package}\t${Version}\n"],
+                          capture_output=True, text=True, check=True)
+    packages = {}
+    for line in done.stdout.splitlines():
+        status, name, version = line.split("\t")
+        if status.startswith("ii"):
+            packages[name] = version
+    return dict(sorted(packages.items()))
+
+
+def wheel_platforms(platform: str) -> list[str]:
+    """Every manylinux tag an image whose newest is `platform` (manylinux_2_X_arch) accepts, newest first."""
+    prefix, major, minor, arch = platform.split("_", 3)
+    if prefix != "manylinux" or major != "2":
+        raise UserError("lock.yaml", f"platform {platform!r} is not a manylinux_2_X_<arch> tag",
+                        "set images.<name>.platform to e.g. manylinux_2_36_x86_64")
+    tags = [f"manylinux_2_{glibc}_{arch}" for glibc in range(int(minor), 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    return tags + [f"{name}_{arch}" for glibc, name in legacy.items() if glibc <= int(minor)]
+
+
+def download_wheels(requirements: Path, python: str, platform: str, target: Path, log: Path) -> None:
+    """Fetch the hash-pinned wheels of `requirements` for the image's Python and platform into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    version = python.replace(".", "")
+    args = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+            "--require-hashes", "--python-version", python, "--implementation", "cp", "--abi", f"cp{version}",
+            "-r", str(requirements), "-d", str(target)]
+    for tag in wheel_platforms(platform):
+        args += ["--platform", tag]
+    run_logged(args, log, "downloading the Python wheels")
+
+
+def install_python_deps(target: Path, requirements: Path, wheels: Path, source_date_epoch: int, log: Path) -> None:
+    """Create the venv in the root filesystem and install the locked wheels into it, without network."""
+    staging = target / "tmp" / "moebench-wheels"
+    shutil.copytree(wheels, staging)
+    shutil.copy2(requirements, staging / "requirements.lock")
+    env = {"PATH": CHROOT_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", "TZ": "UTC",
+           "SOURCE_DATE_EPOCH": str(source_date_epoch), "PYTHONDONTWRITEBYTECODE": "1",
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    try:
+        run_logged(["chroot", str(target), "/usr/bin/python3", "-m", "venv", f"/{VENV}"], log, "python3 -m venv", env)
+        run_logged(["chroot", str(target), f"/{VENV}/bin/pip", "install", "--no-index", "--find-links",
+                    "/tmp/moebench-wheels", "--require-hashes", "--no-compile", "--no-cache-dir",
+                    "-r", "/tmp/moebench-wheels/requirements.lock"], log, "pip install of the locked wheels", env)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for cache in sorted((target / VENV).rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)
