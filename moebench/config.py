@@ -66,10 +66,41 @@ class LlamaCppPin(Strict):
     generated_files: tuple[str, ...] = ()
 
 
+class RootfsRecipe(Strict):
+    """A Debian root filesystem the kit builds itself (moebench/images/rootfs.py)."""
+
+    suite: str
+    architecture: str = Field(description="dpkg architecture: amd64, arm64")
+    mirrors: tuple[str, ...] = Field(min_length=1, description="apt source lines, one per suite")
+    include: tuple[str, ...] = Field(description="packages asked for; dependencies follow")
+
+
 class ImagePin(Strict):
-    dockerfile: str
-    base: str
-    digest: str | None = None
+    """A toolchain image: what it is built from (hand-edited) and what its build gave (`invoke image.lock`)."""
+
+    description: str
+    recipe: Literal["rootfs", "dockerfile"]
+    rootfs: RootfsRecipe | None = None
+    dockerfile: str | None = None
+    base: str | None = Field(None, description="dockerfile recipe: the FROM image, name@sha256:digest")
+    python: str | None = Field(None, pattern=r"^3\.[0-9]+$",
+                               description="the image's Python, for the wheels of configs/requirements.lock; "
+                                           "null: an image without the kit's Python dependencies (a stand-in base)")
+    platform: str | None = Field(None, description="the wheels' platform tag, e.g. manylinux_2_36_x86_64")
+    packages: dict[str, str | None] = Field(default_factory=dict,
+                                            description="apt package -> exact version; null until recorded")
+    recipe_sha256: str | None = None
+    base_digest: str | None = None
+    layers: tuple[str, ...] = ()
+    id: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="image ID: SHA-256 of its config")
+
+    @model_validator(mode="after")
+    def _recipe_has_its_inputs(self) -> "ImagePin":
+        if self.recipe == "rootfs" and self.rootfs is None:
+            raise ValueError("a rootfs recipe needs a `rootfs:` section (suite, architecture, mirrors, include)")
+        if self.recipe == "dockerfile" and (self.dockerfile is None or self.base is None):
+            raise ValueError("a dockerfile recipe needs `dockerfile:` and `base:`")
+        return self
 
 
 class Lock(Strict):
