@@ -5,6 +5,10 @@ place on the text, so every comment survives. Any other change keeps the file's 
 block and rewrites the rest with `yaml.safe_dump` (key order kept). Both go through a temporary
 file and `os.replace`, and then the whole config directory is reloaded through
 `config.load_config`: a write that would leave the kit unloadable is rolled back and raised.
+
+This is the only module that writes those files. Stages return what they verified and
+`moebench.pins` (called from the tasks layer) hands it to the `record_*` functions here; so that
+this module sits on no import circle, it imports nothing of moebench but `config` and `errors`.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import yaml
 
-from moebench.config import CONFIG_DIR, Config, load_config, read_yaml
-from moebench.errors import ConfigError, UserError
+from moebench.config import CONFIG_DIR, load_config, read_yaml
+from moebench.errors import ConfigError
 
 
 def lock_file(config_dir: Path | None = None) -> Path:
@@ -198,6 +202,21 @@ def record_replicas(key: str, hashes: dict[str, str], config_dir: Path | None = 
     return path
 
 
+def record_image(name: str, entry: dict[str, Any], config_dir: Path | None = None) -> Path:
+    """Merge what a build of image `name` gave (`entry`) into `images[name]`, keeping its hand-written
+    inputs; reloading the configs validates the result."""
+    path = lock_file(config_dir)
+
+    def change(data: dict[str, Any]) -> None:
+        images = data.get("images") or {}
+        if name not in images:
+            raise ConfigError(path, f"unknown image {name!r}", f"use one of: {', '.join(images)}", key="images")
+        images[name] = {**images[name], **entry}
+
+    update_yaml(path, change)
+    return path
+
+
 def record_model_hub(model_id: str, metadata: dict[str, Any], config_dir: Path | None = None) -> Path:
     """Set `models.<id>.hub.{revision,sha256,size_bytes}` in models.yaml from the hub's metadata."""
     path = Path(config_dir or CONFIG_DIR) / "models.yaml"
@@ -212,51 +231,3 @@ def record_model_hub(model_id: str, metadata: dict[str, Any], config_dir: Path |
 
     update_yaml(path, change)
     return path
-
-
-def lock_from_measurements(cfg: Config, what: str, device: str, pin: str, scale: str = "tiny") -> Iterable[str]:
-    """`invoke lock`: record hashes measured from verified local files; yields one line per pin written."""
-    if what == "binaries":
-        return _lock_binaries(cfg, device, pin)
-    if what == "models":
-        return _lock_models(cfg)
-    if what == "replicas":
-        return _lock_replicas(cfg, scale, pin)
-    raise UserError("invoke lock", f"unknown target {what!r}", "use one of: binaries, models, replicas")
-
-
-def _lock_binaries(cfg: Config, device: str, pin: str) -> list[str]:
-    from moebench.build import load_manifest, verify_binaries
-
-    manifest = load_manifest(device, pin)
-    verify_binaries(manifest)  # never pin a binary that no longer matches its own build
-    hashes = {name: entry["sha256"] for name, entry in manifest["binaries"].items()}
-    path = record_binaries(device, pin, manifest["toolchain_id"], hashes, cfg.root)
-    key = binaries_key(device, pin, manifest["toolchain_id"])
-    return [f"{sha}  {name}" for name, sha in sorted(hashes.items())] + [f"recorded binaries[{key!r}] in {path}"]
-
-
-def _lock_models(cfg: Config) -> list[str]:
-    from moebench.models.download import lock_model_metadata
-
-    lines = []
-    for model_id in cfg.models.models:
-        meta = lock_model_metadata(cfg, model_id)
-        path = record_model_hub(model_id, meta, cfg.root)
-        lines.append(f"{meta['sha256']}  {model_id}  revision {meta['revision']}  {meta['size_bytes']} bytes -> {path}")
-    return lines
-
-
-def _lock_replicas(cfg: Config, scale: str, pin: str) -> list[str]:
-    from moebench.hashing import sha256_files
-    from moebench.models import registry
-
-    refs = [registry.resolve(cfg, model_id, "replica", scale, pin) for model_id in cfg.models.models]
-    present = [ref for ref in refs if ref.path.is_file()]
-    if not present:
-        raise UserError(f"replica-{scale}", "no replica files to record",
-                        f"run `invoke models.replica --scale {scale}` first")
-    digests = sha256_files(ref.path for ref in present)
-    hashes = {ref.model_id: digests[ref.path] for ref in present}
-    path = record_replicas(f"{scale}/{pin}", hashes, cfg.root)
-    return [f"{sha}  {model_id}" for model_id, sha in hashes.items()] + [f"recorded replicas['{scale}/{pin}'] in {path}"]

@@ -1,6 +1,7 @@
 """`invoke reproduce`: every stage in order, in one resumable command.
 
-build -> models -> verify -> run (each experiment the device lists) -> analyze -> figures -> report.
+build (then the source pins lock.yaml has null are recorded) -> models -> verify -> run (each
+experiment the device lists) -> analyze -> figures -> report.
 Which run files belong to this reproduction is kept in a small state file next to the raw data, so a
 second invocation resumes the same JSONL files instead of starting new ones: after an interruption
 it runs the cells still missing, after a complete reproduction none (it re-analyzes and re-reports), so
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moebench.config import Config
+from moebench.config import Config, load_config
 from moebench.errors import IntegrityError
 from moebench.run import output_path, run_experiment, utc_stamp
 
@@ -64,6 +65,7 @@ def _run_outputs(state_file: Path, device: str, experiments: tuple[str, ...]) ->
 
 def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source: str | None,
               replica_scale: str, raw_dir: Path, output_dir: Path) -> StageTimes:
+    from moebench import pins
     from moebench.analyze import analyze
     from moebench.build import build
     from moebench.figures import render_figures
@@ -78,6 +80,11 @@ def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source:
 
     manifest = stages.timed("build", build, cfg, device, pin)
     stages.note(f"{len(manifest['binaries'])} binaries, {manifest['toolchain_id']}")
+    recorded = pins.record_source_pins(cfg, manifest)
+    for line in recorded:
+        print(line)
+    if recorded:
+        cfg = load_config(cfg.root)  # the stages below check against the pins just recorded
     if source == "replica":
         models = stages.timed("models", make_replicas, cfg, replica_scale, pin="offline", device=device)
         stages.note(f"{len(models)} {replica_scale} replicas")

@@ -7,6 +7,10 @@ also checked against their pinned SHA-256 *before* anything is extracted. A git 
 addition cross-checked with `git rev-parse HEAD^{tree}`, which is what makes a tree hash recorded
 from the git channel a proof rather than a first sighting.
 
+Nothing here writes the lock: the returned `SourceTree` carries the measured tree hash and archive
+SHA-256, and `pins.record_source_pins` (run by the tasks layer after a build) records those that
+lock.yaml still has null.
+
 Trees land in `<MOEBENCH_HOME>/src/<pin>-<commit[:12]>`; beside each sits a marker
 (`<dir>.verified.json`) with the tree hash it was verified to have, so a second call costs one
 directory walk (file count and bytes), not a re-hash. `invoke verify` re-hashes in full.
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from moebench import lockfile, paths
+from moebench import paths
 from moebench.config import Config, LlamaCppPin
 from moebench.errors import ConfigError, IntegrityError, UserError
 from moebench.hashing import git_tree_hash, sha256_file
@@ -71,8 +75,6 @@ def fetch_source(cfg: Config, pin_name: str, channel: str | None = None, progres
     target = tree_dir(pin_name, pin.commit)
     cached = _from_marker(target, pin, channel)
     if cached is not None:
-        if pin.tree_hash is None:
-            _record_tree_hash(cfg, pin_name, cached.tree_hash, cached.path, progress)
         return cached
     fetcher = {"pypi_sdist": _fetch_sdist, "archive": _fetch_archive, "git": _fetch_git}[channel]
     return fetcher(cfg, pin_name, pin, target, progress)
@@ -119,23 +121,18 @@ def _write_marker(tree: SourceTree, exclude: tuple[str, ...]) -> None:
     marker_path(tree.path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-# --- tree hash: compare with the lock, or record it ----------------------------------------------
+# --- tree hash: compare with the lock, or measure it ----------------------------------------------
 
 def _check_tree(cfg: Config, pin_name: str, pin: LlamaCppPin, tree: Path, origin: str, progress: bool) -> str:
     actual = git_tree_hash(tree, exclude=pin.generated_files)
     if pin.tree_hash is None:
-        _record_tree_hash(cfg, pin_name, actual, tree, progress)
+        _say(progress, f"measured tree hash {actual} of {tree} (lock.yaml pins none for {pin_name!r})")
     elif actual != pin.tree_hash:
         raise IntegrityError(cfg.root / "lock.yaml",
                              f"source tree from {origin} has tree hash {actual}, lock pins {pin.tree_hash}",
                              "the source is not the pinned llama.cpp; check the source URL, or if the pin itself "
                              "is wrong, set the correct tree_hash", key=f"llama_cpp.{pin_name}.tree_hash")
     return actual
-
-
-def _record_tree_hash(cfg: Config, pin_name: str, tree_hash: str, tree: Path, progress: bool) -> None:
-    path = lockfile.record_tree_hash(pin_name, tree_hash, cfg.root)
-    _say(progress, f"recorded llama_cpp.{pin_name}.tree_hash = {tree_hash} in {path} (measured from {tree})")
 
 
 def _say(progress: bool, line: str) -> None:
@@ -320,20 +317,16 @@ def _fetch_archive(cfg: Config, pin_name: str, pin: LlamaCppPin, target: Path, p
     key = f"llama_cpp.{pin_name}.sources.archive.sha256"
     if source.sha256 is None and pin.tree_hash is None:
         raise ConfigError(cfg.root / "lock.yaml", f"pin {pin_name!r} pins neither the archive's sha256 nor the tree hash",
-                          f"fetch once through the git channel (which proves the tree hash with git itself and "
-                          f"records it), e.g. `python -c \"from moebench.config import load_config; "
-                          f"from moebench.source import fetch_source; fetch_source(load_config(), '{pin_name}', "
-                          f"'git')\"`, then fetch the archive again", key=key)
+                          f"build once through the git channel, which proves the tree hash with git itself: set "
+                          f"llama_cpp.{pin_name}.default_source to git, run `invoke build --pin {pin_name}` (it "
+                          f"records the tree hash), then set default_source back to archive", key=key)
     archive = download(source.url, paths.downloads_dir() / f"llama.cpp-{pin.commit}.tar.gz", progress)
     if source.sha256 is not None:
         digest = check_archive(archive, source.sha256, key, cfg.root / "lock.yaml")
         return _extract_and_install(cfg, pin_name, pin, archive, source.subdir, target, "archive", digest, progress)
+    # Unpinned archive: _extract_and_install refuses unless its tree matches the pinned tree_hash.
     digest = sha256_file(archive)
-    result = _extract_and_install(cfg, pin_name, pin, archive, source.subdir, target, "archive", digest, progress)
-    # Reached only when the tree matched the pinned tree_hash: the archive is now known good.
-    path = lockfile.record_archive_sha256(pin_name, digest, cfg.root)
-    _say(progress, f"recorded {key} = {digest} in {path} (its tree matches the pinned tree_hash)")
-    return result
+    return _extract_and_install(cfg, pin_name, pin, archive, source.subdir, target, "archive", digest, progress)
 
 
 # --- git: fetch exactly the commit, let git prove the tree -----------------------------------------

@@ -22,7 +22,7 @@ import yaml
 
 from moebench import source
 from moebench.config import REPO_ROOT, load_config
-from moebench.errors import EXIT_USER_ERROR, IntegrityError
+from moebench.errors import EXIT_USER_ERROR, ConfigError, IntegrityError
 from moebench.hashing import git_tree_hash
 
 PIN = "synthetic"
@@ -152,6 +152,17 @@ class ServedPin:
         set_pin(self.config_dir, self.url, sha256 or self.sha256,
                 self.tree_hash if tree_hash == "unchanged" else tree_hash)
 
+    def pin_archive(self, sha256: str | None, tree_hash: str | None = "unchanged") -> None:
+        """Pin the served file as the pin's `archive` source too, with `sha256` (which may be null)."""
+        self.pin(tree_hash=tree_hash)
+        lock = self.config_dir / "lock.yaml"
+        data = yaml.safe_load(lock.read_text(encoding="utf-8"))
+        data["llama_cpp"][PIN]["sources"]["archive"] = {"url": self.url, "sha256": sha256, "subdir": SUBDIR}
+        lock.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    def lock_bytes(self) -> bytes:
+        return (self.config_dir / "lock.yaml").read_bytes()
+
     def serve(self, generated: bytes = b"int LLAMA_BUILD_NUMBER = 0;\n", extra=()) -> str:
         """Replace the served archive; returns its SHA-256 (and pins it)."""
         make_sdist(self.archive, self.scratch, generated, list(extra))
@@ -208,11 +219,23 @@ def test_good_archive_is_fetched_extracted_and_proven(served, monkeypatch):
     assert source.fetch_source(served.config(), PIN, progress=False) == tree
 
 
-def test_tree_hash_is_recorded_when_the_lock_has_none(served):
+def test_null_tree_hash_is_measured_and_the_lock_left_byte_identical(served):
     served.pin(tree_hash=None)
+    before = served.lock_bytes()
     tree = source.fetch_source(served.config(), PIN, progress=False)
-    assert tree.tree_hash == served.tree_hash
-    assert served.config().pin(PIN).tree_hash == served.tree_hash
+    assert tree.tree_hash == served.tree_hash  # pins.record_source_pins records it after the build
+    again = source.fetch_source(served.config(), PIN, progress=False)  # answered by the marker
+    assert again == tree
+    assert served.lock_bytes() == before
+
+
+def test_unpinned_archive_proven_by_the_tree_hash_leaves_the_lock_byte_identical(served):
+    served.pin_archive(sha256=None)
+    before = served.lock_bytes()
+    tree = source.fetch_source(served.config(), PIN, channel="archive", progress=False)
+    assert tree.channel == "archive" and tree.tree_hash == served.tree_hash
+    assert tree.archive_sha256 == served.sha256 == sha256_of(served.home / "downloads" / f"llama.cpp-{COMMIT}.tar.gz")
+    assert served.lock_bytes() == before
 
 
 # --- refusals ------------------------------------------------------------------------------------
@@ -242,6 +265,27 @@ def test_wrong_tree_hash_in_lock_is_refused_naming_lock_and_key(served):
     assert f"{served.config_dir / 'lock.yaml'}: llama_cpp.{PIN}.tree_hash:" in error.one_line()
     # nothing unverified is left behind: no tree, no marker, no staging directory
     assert list((served.home / "src").iterdir()) == []
+
+
+def test_unpinned_archive_whose_tree_differs_is_refused_and_nothing_written(served):
+    wrong = "0" * 40
+    served.pin_archive(sha256=None, tree_hash=wrong)
+    before = served.lock_bytes()
+    with pytest.raises(IntegrityError) as caught:
+        source.fetch_source(served.config(), PIN, channel="archive", progress=False)
+    assert f"tree hash {served.tree_hash}, lock pins {wrong}" in caught.value.one_line()
+    assert served.lock_bytes() == before
+    assert list((served.home / "src").iterdir()) == []
+
+
+def test_archive_pinning_neither_sha256_nor_tree_hash_is_refused_before_download(served):
+    served.pin_archive(sha256=None, tree_hash=None)
+    before = served.lock_bytes()
+    with pytest.raises(ConfigError) as caught:
+        source.fetch_source(served.config(), PIN, channel="archive", progress=False)
+    assert caught.value.key == f"llama_cpp.{PIN}.sources.archive.sha256"
+    assert "git channel" in caught.value.one_line()
+    assert served.lock_bytes() == before and not (served.home / "downloads").exists()
 
 
 def _escapes(outside: str) -> dict[str, list]:
@@ -283,8 +327,6 @@ def test_safe_extract_refuses_before_writing_anything_outside(tmp_path):
 
 
 def test_archive_without_the_subdir_is_a_config_error(tmp_path):
-    from moebench.errors import ConfigError
-
     archive = make_sdist(tmp_path / "a.tar.gz", tmp_path)
     with pytest.raises(ConfigError, match="has no directory 'synthetic_pkg-1.0/vendor/ggml'"):
         source.safe_extract(archive, "synthetic_pkg-1.0/vendor/ggml", tmp_path / "out")

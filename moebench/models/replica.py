@@ -404,14 +404,3 @@ def render_summary(results: list[ReplicaResult]) -> str:
     lines += [f"{r.model_id:<{width}}  {r.size_bytes:>12}  {r.sha256[:16]}  {'reused' if r.reused else 'new'}"
               for r in results]
     return "\n".join(lines)
-
-
-def record_replica_hashes(results: list[ReplicaResult], scale: Scale, pin: str = "offline") -> dict[str, str]:
-    """Pin the replicas' SHA-256 in configs/lock.yaml under `replicas["<scale>/<pin>"]`."""
-    from moebench import lockfile
-
-    hashes = {r.model_id: r.sha256 for r in results}
-    lockfile.record_replicas(f"{scale}/{pin}", hashes)
-    return hashes
-
-
