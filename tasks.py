@@ -48,7 +48,9 @@ def _csv(value: str | None) -> tuple[str, ...]:
 })
 @user_errors_exit_2
 def build(c, device="cpu", pin=None, jobs=None):
-    """Fetch the pinned llama.cpp (hash-verified) and build it deterministically; writes a build manifest."""
+    """Fetch the pinned llama.cpp (hash-verified) and build it deterministically; writes a build manifest
+    and records in lock.yaml the source tree hash (and archive SHA-256) it still has null."""
+    from moebench import pins
     from moebench.build import build as build_llama
 
     cfg = _config()
@@ -56,6 +58,8 @@ def build(c, device="cpu", pin=None, jobs=None):
     manifest = build_llama(cfg, device, pin, jobs=int(jobs) if jobs else None)
     for name, binary in manifest["binaries"].items():
         print(f"{binary['sha256']}  {name}")
+    for line in pins.record_source_pins(cfg, manifest):
+        print(line)
 
 
 @task(help={
@@ -82,7 +86,7 @@ def verify(c, device="cpu", pin=None, models="present"):
 @user_errors_exit_2
 def lock(c, what=None, device="cpu", pin=None, scale="tiny"):
     """Record verified hashes into configs/lock.yaml: built binaries, hub model metadata or replica hashes."""
-    from moebench.lockfile import lock_from_measurements
+    from moebench.pins import lock_from_measurements
 
     cfg = _config()
     for line in lock_from_measurements(cfg, what or "binaries", device, pin or cfg.device(device).default_pin, scale):
@@ -129,16 +133,23 @@ def replica(c, scale="tiny", models=None, pin="offline", device="cpu"):
     "scale": "replica scale: tiny or full",
     "pin": "llama.cpp pin (default: the device's default_pin)",
     "allow_unverified": "run even if `invoke verify` fails (recorded in every record)",
+    "in_image": "run inside the device's pinned toolchain image (lock.yaml images), through the container engine",
 })
 @user_errors_exit_2
 def run(c, device="cpu", experiment="experiment_1_efficiency", smoke=False, only_models=None,
         threads_override=None, resume=False, output=None, models="replica", scale="tiny", pin=None,
-        allow_unverified=False):
+        allow_unverified=False, in_image=False):
     """Run an experiment matrix through the pinned llama.cpp; one validated JSONL record per cell."""
     from moebench.run import default_output_path, run_experiment
 
     cfg = _config()
     out = Path(output) if output else default_output_path(device, experiment)
+    if in_image:
+        args = _flags(device=device, experiment=experiment, smoke=smoke, only_models=only_models,
+                      threads_override=threads_override, resume=resume, output=f"/moebench/data/raw/{out.name}",
+                      models=models, scale=scale, pin=pin, allow_unverified=allow_unverified)
+        _in_image(cfg, device, pin, ["run", *args], out.resolve().parent, ROOT / "results")
+        return
     summary = run_experiment(cfg, device, experiment, out, smoke=smoke, only_models=_csv(only_models) or None,
                              threads_override=int(threads_override) if threads_override else None,
                              resume=resume, allow_unverified=allow_unverified, models_source=models,
@@ -180,16 +191,82 @@ def figures(c, output_dir="results"):
     "scale": "replica scale: tiny or full",
     "raw_dir": "where run JSONL files go",
     "output_dir": "where results go",
+    "in_image": "run inside the device's pinned toolchain image (lock.yaml images), through the container engine",
 })
 @user_errors_exit_2
 def reproduce(c, device="cpu", smoke=False, pin=None, models=None, scale="tiny", raw_dir="data/raw",
-              output_dir="results"):
+              output_dir="results", in_image=False):
     """build -> verify -> models -> run the device's experiments -> analyze -> figures -> report; resumable."""
     from moebench.reproduce import reproduce as reproduce_all
 
     cfg = _config()
+    if in_image:
+        args = _flags(device=device, smoke=smoke, pin=pin, models=models, scale=scale)
+        _in_image(cfg, device, pin, ["reproduce", *args], Path(raw_dir).resolve(), Path(output_dir).resolve())
+        return
     reproduce_all(cfg, device, smoke=smoke, pin=pin or cfg.device(device).default_pin,
                   models_source=models, replica_scale=scale, raw_dir=Path(raw_dir), output_dir=Path(output_dir))
+
+
+def _flags(**values) -> list[str]:
+    """invoke flags for the same task inside the image: True -> --name, None/False -> left out."""
+    flags = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value not in (None, False):
+            flags.append(f"{flag}={value}")
+    return flags
+
+
+def _in_image(cfg, device, pin, task_args, raw_dir, output_dir):
+    from moebench.images.launch import run_in_image
+
+    code = run_in_image(cfg, device, pin or cfg.device(device).default_pin, task_args, raw_dir, output_dir)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"image": "image from lock.yaml images: cpu, cuda, jetson, standin-base, toolchain-standin",
+            "no_load": "build the archive only (rootfs images); do not load it into the engine",
+            "resolve": "dockerfile images: install the base's candidate versions where lock.yaml has none"})
+@user_errors_exit_2
+def image_build(c, image="cpu", no_load=False, resolve=False):
+    """Build a toolchain image from its lock.yaml entry and load it as moebench/<image>:local."""
+    from moebench.images.builder import build_image
+
+    result = build_image(_config(), image, load=not no_load, resolve=resolve)
+    timings = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.seconds.items())
+    print(f"image {image}: {result.id}\n  layers: {' '.join(result.layers)}\n  {timings}")
+    if result.archive:
+        print(f"  archive: {result.archive} (sha256 {result.archive_sha256})")
+
+
+@task(help={"image": "image whose last build to record"})
+@user_errors_exit_2
+def image_lock(c, image="cpu"):
+    """Record the last successful build of an image (ID, layers, base digest, packages, recipe hash) in lock.yaml."""
+    from moebench.images.builder import load_result
+    from moebench.images.engine import connect, image_by_tag
+    from moebench.lockfile import record_image
+
+    result = load_result(image)
+    local = image_by_tag(connect(), image)
+    if local.id != result.id:
+        raise Exit(f"error: moebench/{image}:local is {local.id}, its last build recorded {result.id} "
+                   f"(fix: invoke image.build --image {image})", code=2)
+    path = record_image(image, result.lock_entry())
+    print(f"recorded images.{image}.id = {result.id} ({len(result.packages)} packages) in {path}")
+
+
+@task(help={"image": "image to compare with lock.yaml", "rebuild": "build it again from its recipe first"})
+@user_errors_exit_2
+def image_verify(c, image="cpu", rebuild=False):
+    """Compare the local image (ID and every layer) with lock.yaml; with --rebuild, rebuild it first."""
+    from moebench.images.identity import verify_image
+
+    print("\n".join(verify_image(_config(), image, rebuild=rebuild)))
 
 
 @task(help={"fast": "skip the slow tests (builds, model runs)", "k": "pytest -k expression"})
@@ -208,3 +285,4 @@ def test(c, fast=False, k=None):
 models_ns = Collection("models", download, replica)
 ns = Collection(build, verify, lock, run, analyze, figures, reproduce, test)
 ns.add_collection(models_ns)
+ns.add_collection(Collection("image", build=image_build, lock=image_lock, verify=image_verify))

@@ -58,9 +58,7 @@ OPTIONAL_TARGETS = ("llama-server",)
 
 
 def build_dir_for(device: str, pin: str, work_root: Path | None = None) -> Path:
-    if work_root is None:
-        return paths.build_dir(device, pin)
-    return Path(work_root).resolve() / "build" / f"{device}-{pin}"
+    return paths.build_dir(device, pin, work_root)
 
 
 def manifest_path(device: str, pin: str, work_root: Path | None = None) -> Path:

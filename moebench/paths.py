@@ -1,7 +1,8 @@
 """Where the kit keeps what it fetches and builds.
 
 Downloads, extracted sources and builds live under one work directory (`MOEBENCH_HOME`, default
-`.moebench/` in the kit's root, git-ignored) so a CI cache or a second checkout can share them;
+`.moebench/` in the kit's root, git-ignored) so a CI cache, a second checkout or a toolchain image
+(which mounts it) can share them;
 models live under `models/`, results under `data/` and `results/`.
 """
 
@@ -25,8 +26,16 @@ def sources_dir() -> Path:
     return work_dir() / "src"
 
 
-def build_dir(device: str, pin: str) -> Path:
-    return work_dir() / "build" / f"{device}-{pin}"
+def running_image() -> str | None:
+    """The toolchain image this process runs in, as the launcher (moebench.images.launch) names it."""
+    return os.environ.get("MOEBENCH_IMAGE") or None
+
+
+def build_dir(device: str, pin: str, work_root: Path | None = None) -> Path:
+    """Builds made in an image live apart from the host's: the same device and pin, another toolchain."""
+    root = Path(work_root).resolve() if work_root is not None else work_dir()
+    image = running_image()
+    return root / "build" / (f"image-{image}" if image else "") / f"{device}-{pin}"
 
 
 def models_dir() -> Path:

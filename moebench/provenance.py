@@ -23,9 +23,6 @@ from moebench.config import REPO_ROOT, Config
 from moebench.hashing import sha256_file
 from moebench.monitors.nvpmodel import query_power_mode
 
-IMAGE_DIGEST_FILE = Path("/.moebench-image-digest")
-
-
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -47,12 +44,11 @@ def kit_state() -> tuple[str | None, bool | None, str | None]:
 
 
 def image_digest() -> tuple[str | None, str | None]:
+    """The image ID the launcher read from the engine; `invoke verify` has checked it against the lock."""
     value = os.environ.get("MOEBENCH_IMAGE_DIGEST")
     if value:
         return value.strip(), None
-    if IMAGE_DIGEST_FILE.is_file():
-        return IMAGE_DIGEST_FILE.read_text().strip(), None
-    return None, "not running in a moebench image (no MOEBENCH_IMAGE_DIGEST, no /.moebench-image-digest)"
+    return None, "not running in a moebench image: run on the bare host (`--in-image` sets MOEBENCH_IMAGE_DIGEST)"
 
 
 def _cpu_model() -> str | None:

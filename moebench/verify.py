@@ -9,6 +9,7 @@ from a marker or mtime here; every byte is read again (files hashed in parallel)
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Iterable
 from moebench import paths
 from moebench.build import build_dir_for, load_manifest
 from moebench.config import Config
-from moebench.errors import UserError
+from moebench.errors import IntegrityError, UserError
 from moebench.hashing import git_tree_hash, sha256_files
 from moebench.source import CHANNELS, marker_path, tree_dir
 
@@ -54,11 +55,26 @@ def verify(cfg: Config, device: str, pin: str, models: Iterable[ModelFile | tupl
            work_root: Path | None = None) -> list[Check]:
     """Every check for `device`/`pin` plus the given model files (ModelFile or (path, expected sha256));
     `all(c.ok for c in checks)` means verified."""
-    checks = _source_checks(cfg, pin)
+    checks = _image_checks(cfg)
+    checks += _source_checks(cfg, pin)
     checks += _binary_checks(cfg, device, pin, work_root)
     checks += _model_checks([m if isinstance(m, ModelFile) else ModelFile(Path(m[0]).name, Path(m[0]), m[1])
                              for m in models])
     return checks
+
+
+def _image_checks(cfg: Config) -> list[Check]:
+    """In a toolchain image: its ID (from the engine, via the launcher) must be the lock's, or nothing runs."""
+    name = paths.running_image()
+    if name is None:
+        return []
+    key = f"images.{name}.id"
+    pinned = cfg.lock.images[name].id if name in cfg.lock.images else None
+    actual = os.environ.get("MOEBENCH_IMAGE_DIGEST")
+    if pinned is None or actual != pinned:
+        raise IntegrityError(cfg.root / "lock.yaml", f"this run's image {name!r} is {actual}, lock.yaml pins {pinned}",
+                             f"rebuild it from the lock: invoke image.verify --image {name} --rebuild", key=key)
+    return [Check("toolchain image", f"{name} ({key})", pinned, actual, True, digest="image id")]
 
 
 def _source_checks(cfg: Config, pin_name: str) -> list[Check]:

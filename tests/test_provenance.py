@@ -32,7 +32,6 @@ def test_missing_manifest_and_container_give_reasons(tmp_path, monkeypatch):
     binary = tmp_path / "llama-server"
     binary.write_bytes(b"x")
     monkeypatch.delenv("MOEBENCH_IMAGE_DIGEST", raising=False)
-    monkeypatch.setattr(provenance, "IMAGE_DIGEST_FILE", tmp_path / "absent")
     prov = provenance.collect_run_provenance(
         cfg, device="cpu", pin="offline", manifest=None, manifest_reason="no manifest in tests",
         binary_name="llama-server", binary_path=binary, command_line=[], allow_unverified=False, verified=True)

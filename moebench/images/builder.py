@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,11 +29,11 @@ from moebench.config import REPO_ROOT, Config, ImagePin
 from moebench.errors import ConfigError, IntegrityError, UserError
 from moebench.hashing import sha256_file
 from moebench.images import archive, engine, layers, rootfs
+from moebench.images.dockerfile import build_dockerfile_image, preflight
 
 REQUIREMENTS = REPO_ROOT / "configs" / "requirements.lock"
 RECIPE_VERSION = 1
 MIN_FREE_BYTES = 6 * 1024**3  # a rootfs (~0.7 GB), its layer tars and the archive, with room to spare
-DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
 @dataclass
@@ -118,6 +117,8 @@ def _check_packages(name: str, spec: ImagePin, installed: dict[str, str]) -> Non
 def build_image(cfg: Config, name: str, *, load: bool = True, resolve: bool = False) -> ImageBuild:
     """Build image `name` as its lock entry describes; loads it into the engine unless `load` is False."""
     spec = image_spec(cfg, name)
+    if spec.recipe == "dockerfile":
+        preflight(cfg, name, spec, resolve)  # a tag-only base or an unpinned package: refused before any work
     client = engine.connect() if load or spec.recipe == "dockerfile" else None  # fail before minutes of work
     work = image_dir(name)
     _check_disk(work)
@@ -131,9 +132,8 @@ def build_image(cfg: Config, name: str, *, load: bool = True, resolve: bool = Fa
                 raise IntegrityError(result.archive, f"the engine loaded image {loaded}, the archive's config is "
                                                      f"{result.id}", "report this: the engine rewrote the image")
     else:
-        from moebench.images.dockerfile import build_dockerfile_image
-
-        result = build_dockerfile_image(cfg, client, name, spec, work, recipe_sha256(cfg, name, spec), resolve)
+        result = ImageBuild(**build_dockerfile_image(cfg, client, name, spec, work, recipe_sha256(cfg, name, spec),
+                                                     resolve, REQUIREMENTS))
     result_path(name).write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     return result
 

@@ -1,0 +1,40 @@
+"""`invoke image.verify`: is the local image the one lock.yaml pins, and does a rebuild give it again?
+
+The local image (the engine's `moebench/<name>:local`) is compared by image ID and layer
+diff_ids with `images.<name>` in the lock. With `rebuild`, the image is built again from its
+recipe first, so the answer is about the recipe, not about what happens to be loaded; a
+difference names each layer that differs (its position, both digests, what made it).
+"""
+
+from __future__ import annotations
+
+from moebench.config import Config
+from moebench.errors import IntegrityError, UserError
+from moebench.images import engine
+from moebench.images.builder import build_image, image_spec
+
+
+def verify_image(cfg: Config, name: str, rebuild: bool = False) -> list[str]:
+    """Lines describing the comparison; IntegrityError (naming both digests) when the image differs."""
+    spec = image_spec(cfg, name)
+    if spec.id is None:
+        raise UserError(cfg.root / "lock.yaml", f"images.{name} has no recorded id to compare with",
+                        f"run: invoke image.build --image {name} && invoke image.lock --image {name}", key=f"images.{name}.id")
+    lines = []
+    if rebuild:
+        result = build_image(cfg, name)
+        lines.append(f"rebuilt {name} in {sum(result.seconds.values()):.1f} s: {result.id}")
+    image = engine.image_by_tag(engine.connect(), name)
+    local_layers = list(image.attrs["RootFS"]["Layers"])
+    lines += [f"{'':<8} {'lock':<71}  local", f"{'id':<8} {spec.id:<71}  {image.id}"]
+    for index in range(max(len(local_layers), len(spec.layers))):
+        pinned = spec.layers[index] if index < len(spec.layers) else "-"
+        local = local_layers[index] if index < len(local_layers) else "-"
+        lines.append(f"{f'layer {index}':<8} {pinned:<71}  {local}{'' if pinned == local else '  DIFFERENT'}")
+    if image.id != spec.id:
+        print("\n".join(lines))
+        raise IntegrityError(engine.local_tag(name), f"image ID is {image.id}, lock.yaml pins {spec.id}",
+                             f"rebuild from the lock (invoke image.verify --image {name} --rebuild); if the recipe "
+                             f"changed on purpose, re-pin with invoke image.lock --image {name}", key=f"images.{name}.id")
+    lines.append(f"IDENTICAL: {engine.local_tag(name)} is images.{name} of lock.yaml")
+    return lines

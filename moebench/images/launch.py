@@ -1,0 +1,115 @@
+"""`--in-image`: run an invoke task of the kit inside the device's pinned toolchain image.
+
+The image holds the toolchain only; the launcher mounts the kit's checkout at /moebench (so
+builds happen under one fixed path wherever a lab cloned the kit), the kit's work directory and
+models, and the run's data/ and results/ directories. It reads the image ID from the engine and
+passes it in as MOEBENCH_IMAGE_DIGEST: provenance stamps it on every record, and `verify`
+inside refuses to go on when it is not the lock's. The launcher refuses first, before the
+container starts, so a mismatch costs nothing.
+
+The source is fetched and hash-checked on the host before the container starts: the image
+needs no network for a replica run. The container runs as the calling user (files in the
+checkout stay the user's), with an init process that forwards Ctrl-C to the kit and reaps its
+children, and it is removed on every exit path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from moebench import paths
+from moebench.config import REPO_ROOT, Config
+from moebench.errors import ConfigError, IntegrityError, UserError
+from moebench.images import engine
+from moebench.images.archive import KIT_MOUNT
+from moebench.source import fetch_source
+
+WORK_MOUNT = "/moebench-work"
+MODELS_MOUNT = "/moebench-models"
+# Jetson tools are the host's (they talk to its kernel and power rails); the image only mounts them.
+JETSON_HOST_FILES = ("/usr/bin/tegrastats", "/usr/sbin/nvpmodel", "/etc/nvpmodel.conf", "/usr/bin/jetson_clocks")
+
+
+def image_for(cfg: Config, device: str) -> str:
+    name = cfg.device(device).image
+    if name is None:
+        raise ConfigError(cfg.root / "devices.yaml", f"device {device!r} names no toolchain image",
+                          "set devices.<device>.image to an image of lock.yaml, or run without --in-image",
+                          key=f"devices.{device}.image")
+    return name
+
+
+def pinned_image(cfg: Config, client: Any, name: str) -> Any:
+    """The local image `name`, refused unless its ID is the lock's."""
+    spec = cfg.lock.images[name]
+    if spec.id is None:
+        raise UserError(cfg.root / "lock.yaml", f"images.{name} has no recorded id",
+                        f"run: invoke image.build --image {name} && invoke image.lock --image {name}",
+                        key=f"images.{name}.id")
+    image = engine.image_by_tag(client, name)
+    if image.id != spec.id:
+        raise IntegrityError(engine.local_tag(name), f"image ID is {image.id}, lock.yaml pins {spec.id}",
+                             f"rebuild it from the lock: invoke image.verify --image {name} --rebuild",
+                             key=f"images.{name}.id")
+    return image
+
+
+def _volumes(raw_dir: Path, output_dir: Path) -> dict[str, dict[str, str]]:
+    mounts = {REPO_ROOT: KIT_MOUNT, paths.work_dir(): WORK_MOUNT, paths.models_dir(): MODELS_MOUNT,
+              raw_dir: f"{KIT_MOUNT}/data/raw", output_dir: f"{KIT_MOUNT}/results"}
+    for host in mounts:
+        Path(host).mkdir(parents=True, exist_ok=True)
+    return {str(Path(host).resolve()): {"bind": inside, "mode": "rw"} for host, inside in mounts.items()}
+
+
+def _device_options(cfg: Config, device: str) -> dict[str, Any]:
+    """GPUs for CUDA devices; the NVIDIA runtime and the host's Jetson tools for tegrastats devices."""
+    from docker.types import DeviceRequest
+
+    dev = cfg.device(device)
+    options: dict[str, Any] = {}
+    if "tegrastats" in dev.monitors:
+        options["runtime"] = "nvidia"
+        options["extra_volumes"] = {path: {"bind": path, "mode": "ro"} for path in JETSON_HOST_FILES
+                                    if Path(path).exists()}
+    elif dev.backend == "cuda":
+        options["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return options
+
+
+def _environment(name: str, image_id: str) -> dict[str, str]:
+    passed = {key: value for key, value in os.environ.items()
+              if key.startswith("MOEBENCH_") and key not in ("MOEBENCH_HOME", "MOEBENCH_MODELS")}
+    return {**passed, "MOEBENCH_IMAGE": name, "MOEBENCH_IMAGE_DIGEST": image_id, "MOEBENCH_HOME": WORK_MOUNT,
+            "MOEBENCH_MODELS": MODELS_MOUNT, "HOME": "/tmp",
+            # the checkout belongs to the host user; git must still read the kit's commit from it
+            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": KIT_MOUNT}
+
+
+def run_in_image(cfg: Config, device: str, pin: str, task_args: list[str], raw_dir: Path, output_dir: Path) -> int:
+    """Run `invoke <task_args>` in the device's image; streams its output, returns its exit code."""
+    name = image_for(cfg, device)
+    client = engine.connect()
+    image = pinned_image(cfg, client, name)
+    fetch_source(cfg, pin)
+    options = _device_options(cfg, device)
+    volumes = {**_volumes(raw_dir, output_dir), **options.pop("extra_volumes", {})}
+    print(f"in image {name} ({image.id}): invoke {' '.join(task_args)}", flush=True)
+    container = client.containers.run(image.id, command=task_args, detach=True, init=True, volumes=volumes,
+                                      environment=_environment(name, image.id), working_dir=KIT_MOUNT,
+                                      user=f"{os.getuid()}:{os.getgid()}", **options)
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        return int(container.wait()["StatusCode"])
+    except KeyboardInterrupt:
+        container.kill(signal="SIGINT")  # the kit stops after the current cell and says how to resume
+        for chunk in container.logs(stream=True, follow=True):
+            sys.stdout.buffer.write(chunk)
+        return int(container.wait(timeout=120)["StatusCode"])
+    finally:
+        container.remove(force=True)
