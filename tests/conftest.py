@@ -15,11 +15,12 @@ from moebench.config import CONFIG_DIR, REPO_ROOT
 
 @pytest.fixture
 def tmp_config_dir(tmp_path) -> Path:
-    """configs/ copied to `<tmp>/kit/configs` (with scripts/ beside it, as config validation expects);
-    lock edits in a test touch only the copy."""
+    """configs/ copied to `<tmp>/kit/configs` (with scripts/ and docker/ beside it, which the configs
+    name); lock edits in a test touch only the copy."""
     kit = tmp_path / "kit"
     shutil.copytree(CONFIG_DIR, kit / "configs")
-    (kit / "scripts").symlink_to(REPO_ROOT / "scripts")
+    for sibling in ("scripts", "docker"):
+        (kit / sibling).symlink_to(REPO_ROOT / sibling)
     return kit / "configs"
 
 

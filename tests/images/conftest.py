@@ -1,0 +1,54 @@
+"""Fixtures for the image tests: the real container engine, root for mmdebstrap, clean work dirs.
+
+Where no engine answers (or mmdebstrap cannot run as root), the tests that need one skip with
+the reason; `.ci/run` starts dockerd and sets MOEBENCH_REQUIRE_ENGINE=1, and then they fail instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from moebench.errors import UserError
+from moebench.images import engine
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("MOEBENCH_REQUIRE_ENGINE"):
+        pytest.fail(f"MOEBENCH_REQUIRE_ENGINE is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine_client():
+    """A client of the running engine (dockerd or podman's socket)."""
+    try:
+        return engine.connect()
+    except UserError as exc:
+        _unavailable(f"no container engine: {exc.one_line()}")
+
+
+@pytest.fixture(scope="session")
+def can_debootstrap() -> None:
+    if os.geteuid() != 0:
+        _unavailable("building a root filesystem needs root (mmdebstrap --mode=root)")
+    if shutil.which("mmdebstrap") is None:
+        _unavailable("mmdebstrap is not installed (apt-get install mmdebstrap)")
+
+
+@contextlib.contextmanager
+def work_home(path: Path):
+    """MOEBENCH_HOME set to `path` for the duration: a build from clean state, isolated from the kit's."""
+    before = os.environ.get("MOEBENCH_HOME")
+    os.environ["MOEBENCH_HOME"] = str(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop("MOEBENCH_HOME", None)
+        else:
+            os.environ["MOEBENCH_HOME"] = before

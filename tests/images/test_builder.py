@@ -1,0 +1,87 @@
+"""The cpu image, built from clean state, is the one lock.yaml pins: same ID, same layers, same archive
+bytes on a second build; one package version changed gives another ID. The Dockerfile recipe, built
+FROM the locally built stand-in base, installs exactly the lock's apt versions."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import work_home
+
+from moebench.config import REPO_ROOT, load_config
+from moebench.images import engine
+from moebench.images.builder import build_image
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def first_cpu_build(tmp_path_factory, engine_client, can_debootstrap):
+    """`image.build --image cpu` from an empty work directory, loaded into the engine."""
+    with work_home(tmp_path_factory.mktemp("image-home-1")):
+        result = build_image(load_config(), "cpu")
+    print(f"\ncpu image build 1: {result.id} in {result.seconds}")
+    return result
+
+
+def test_cpu_image_is_the_one_the_lock_pins(first_cpu_build, engine_client):
+    pinned = load_config().lock.images["cpu"]
+    assert first_cpu_build.id == pinned.id, "the cpu image built here differs from lock.yaml's images.cpu.id"
+    assert first_cpu_build.layers == list(pinned.layers)
+    assert first_cpu_build.packages == dict(pinned.packages)
+    assert engine_client.images.get(engine.local_tag("cpu")).id == pinned.id
+    done = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "invoke"), "image.verify", "--image", "cpu"],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "IDENTICAL" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_second_build_from_clean_state_is_byte_identical(first_cpu_build, tmp_path_factory):
+    with work_home(tmp_path_factory.mktemp("image-home-2")):
+        second = build_image(load_config(), "cpu", load=False)
+    print(f"\ncpu image build 2: {second.id} in {second.seconds}")
+    assert (second.id, second.layers, second.archive_sha256) == (first_cpu_build.id, first_cpu_build.layers,
+                                                                 first_cpu_build.archive_sha256)
+
+
+def _other_version(package: str, current: str) -> str | None:
+    done = subprocess.run(["apt-cache", "madison", package], capture_output=True, text=True)
+    versions = [line.split("|")[1].strip() for line in done.stdout.splitlines() if "|" in line]
+    return next((version for version in versions if version != current), None)
+
+
+def test_one_package_version_changed_gives_another_image(first_cpu_build, tmp_config_dir, tmp_path_factory):
+    current = first_cpu_build.packages["ca-certificates"]
+    other = _other_version("ca-certificates", current)
+    if other is None:
+        pytest.skip("the apt mirror serves one version of ca-certificates only")
+    lock = tmp_config_dir / "lock.yaml"
+    text, count = re.subn(rf"(\n      ca-certificates: ){re.escape(current)}\n", rf"\g<1>{other}\n", lock.read_text(), 1)
+    assert count == 1
+    lock.write_text(text)
+    with work_home(tmp_path_factory.mktemp("image-home-3")):
+        variant = build_image(load_config(tmp_config_dir), "cpu", load=False)
+    print(f"\ncpu image with ca-certificates {other}: {variant.id} in {variant.seconds}")
+    assert variant.packages["ca-certificates"] == other
+    assert variant.id != first_cpu_build.id and variant.layers[0] != first_cpu_build.layers[0]
+
+
+def test_toolchain_dockerfile_on_the_standin_base(engine_client, can_debootstrap, tmp_path_factory):
+    cfg = load_config()
+    with work_home(tmp_path_factory.mktemp("image-home-standin")):
+        base = build_image(cfg, "standin-base")
+        assert base.id == cfg.lock.images["standin-base"].id
+        standin = build_image(cfg, "toolchain-standin")
+    print(f"\nstand-in base {base.seconds}, toolchain-standin {standin.seconds}")
+    assert standin.base_digest == base.id and standin.layers[0] == base.layers[0]
+    assert standin.packages == dict(cfg.lock.images["toolchain-standin"].packages)
+    output = engine_client.containers.run(
+        standin.id, command=["--list"], remove=True, user="0:0",
+        volumes={str(REPO_ROOT): {"bind": "/moebench", "mode": "ro"}}).decode()
+    assert "image.build" in output and "reproduce" in output
+    versions = engine_client.containers.run(standin.id, entrypoint=["sh", "-c", "gcc --version; cmake --version; "
+                                                                   "python3 -c 'import docker, yaml, scipy'"],
+                                            remove=True).decode()
+    assert "gcc" in versions and "cmake version" in versions

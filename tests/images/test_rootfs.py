@@ -1,0 +1,36 @@
+"""Exact apt versions, wheel platforms and the requirements lock that every image installs."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from moebench.config import REPO_ROOT
+from moebench.images.rootfs import apt_pins, wheel_platforms
+
+
+def test_apt_pins_force_each_recorded_version_and_skip_unrecorded():
+    text = apt_pins({"libc6": "2.36-9+deb12u14", "cmake": None, "apt": "2.6.1"})
+    assert text == ("Package: apt\nPin: version 2.6.1\nPin-Priority: 1001\n\n"
+                    "Package: libc6\nPin: version 2.36-9+deb12u14\nPin-Priority: 1001\n")
+
+
+def test_wheel_platforms_cover_every_older_glibc_and_the_legacy_aliases():
+    tags = wheel_platforms("manylinux_2_36_aarch64")
+    assert tags[0] == "manylinux_2_36_aarch64" and tags[-4] == "manylinux_2_5_aarch64"
+    assert tags[-3:] == ["manylinux2014_aarch64", "manylinux2010_aarch64", "manylinux1_aarch64"]
+    assert "manylinux2014_x86_64" in wheel_platforms("manylinux_2_17_x86_64")
+
+
+def test_requirements_lock_pins_every_dependency_of_pyproject_with_hashes():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    lock = (REPO_ROOT / "configs" / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ ;\\\n]+)", lock, re.MULTILINE))
+    normalise = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    pinned = {normalise(name): version for name, version in pinned.items()}
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    for requirement in wanted:
+        name, version = requirement.split("==")
+        assert pinned.get(normalise(name)) == version.strip(), f"{requirement} is not what requirements.lock pins"
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 4)[-1])
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block)
