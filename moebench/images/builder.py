@@ -148,7 +148,7 @@ def _build_rootfs_image(cfg: Config, name: str, spec: ImagePin, work: Path) -> I
     log.write_text("", encoding="utf-8")
     started = time.monotonic()
     rootfs.debootstrap(name, spec, tree, sde, log)
-    (tree / rootfs.PINS_FILE).unlink(missing_ok=True)  # the pins did their work; the image is the same without them
+    rootfs.drop_run_dependent_state(tree)
     installed = rootfs.installed_packages(tree)
     _check_packages(name, spec, installed)
     seconds["rootfs"] = round(time.monotonic() - started, 1)

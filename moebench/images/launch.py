@@ -43,13 +43,23 @@ def image_for(cfg: Config, device: str) -> str:
 
 
 def pinned_image(cfg: Config, client: Any, name: str) -> Any:
-    """The local image `name`, refused unless its ID is the lock's."""
+    """The local image `name`, refused unless its ID is the lock's; a rootfs image that is absent is built."""
     spec = cfg.lock.images[name]
     if spec.id is None:
         raise UserError(cfg.root / "lock.yaml", f"images.{name} has no recorded id",
                         f"run: invoke image.build --image {name} && invoke image.lock --image {name}",
                         key=f"images.{name}.id")
-    image = engine.image_by_tag(client, name)
+    try:
+        image = engine.image_by_tag(client, name)
+    except UserError:
+        if spec.recipe != "rootfs":
+            raise
+        # a rootfs image rebuilds bit for bit from the lock, so building it here yields the pinned image
+        from moebench.images.builder import build_image
+
+        print(f"image {name} is not in the local engine: building it from lock.yaml", flush=True)
+        build_image(cfg, name)
+        image = engine.image_by_tag(client, name)
     if image.id != spec.id:
         raise IntegrityError(engine.local_tag(name), f"image ID is {image.id}, lock.yaml pins {spec.id}",
                              f"rebuild it from the lock: invoke image.verify --image {name} --rebuild",

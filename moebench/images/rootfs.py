@@ -71,6 +71,19 @@ def debootstrap(name: str, spec: ImagePin, target: Path, source_date_epoch: int,
     pins.unlink()
 
 
+# apt chowns these download directories to its sandbox user only in runs where it downloaded as
+# that user, so their owner differs from build to build; they are empty, and apt recreates them.
+APT_PARTIAL_DIRS = ("var/cache/apt/archives/partial", "var/lib/apt/lists/partial")
+
+
+def drop_run_dependent_state(target: Path) -> None:
+    """Remove what mmdebstrap's run leaves behind that is not a function of the package set."""
+    (target / PINS_FILE).unlink(missing_ok=True)  # the pins did their work; the image is the same without them
+    for directory in APT_PARTIAL_DIRS:
+        if (target / directory).is_dir():
+            (target / directory).rmdir()
+
+
 def installed_packages(target: Path) -> dict[str, str]:
     """{package: version} of every package dpkg has installed in the root filesystem `target`."""
     done = subprocess.run(["dpkg-query", f"--admindir={target / 'var/lib/dpkg'}", "-W",
