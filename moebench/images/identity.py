@@ -11,7 +11,7 @@ from __future__ import annotations
 from moebench.config import Config
 from moebench.errors import IntegrityError, UserError
 from moebench.images import engine
-from moebench.images.builder import build_image, image_spec
+from moebench.images.builder import build_image, image_spec, recipe_sha256
 
 
 def verify_image(cfg: Config, name: str, rebuild: bool = False) -> list[str]:
@@ -31,6 +31,10 @@ def verify_image(cfg: Config, name: str, rebuild: bool = False) -> list[str]:
         pinned = spec.layers[index] if index < len(spec.layers) else "-"
         local = local_layers[index] if index < len(local_layers) else "-"
         lines.append(f"{f'layer {index}':<8} {pinned:<71}  {local}{'' if pinned == local else '  DIFFERENT'}")
+    current_recipe = recipe_sha256(cfg, name, spec)
+    if spec.recipe_sha256 != current_recipe:
+        lines.append(f"note: the recipe changed since the lock's build (recipe_sha256 {spec.recipe_sha256} -> "
+                     f"{current_recipe}); only --rebuild says whether the image did")
     if image.id != spec.id:
         print("\n".join(lines))
         raise IntegrityError(engine.local_tag(name), f"image ID is {image.id}, lock.yaml pins {spec.id}",
