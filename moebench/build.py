@@ -10,6 +10,11 @@ wherever they run:
 * fixed cmake flags (`BASE_CMAKE_FLAGS` + the device's `cmake_flags`), Release, static libraries;
 * `-ffile-prefix-map=<build_dir>=/moebench/build` (and `-fdebug-prefix-map`) so no absolute
   path of the build directory reaches a binary;
+* CUDA builds (compile_place): `--objdir-as-tempdir` for every nvcc call, and the compilers see the
+  build at one fixed path (in an image the work directory is at /moebench-work; on a bare host a
+  private mount namespace binds it at /moebench-build/<device>-<pin>), because nvcc writes the
+  object directory into device code where no prefix map reaches; nvcc's version enters the
+  toolchain id;
 * `SOURCE_DATE_EPOCH=315532800` (1980-01-01T00:00:00Z): the commit date is not known offline
   (an sdist carries no git metadata), so one constant stands in for it; the earliest date zip
   can store, so no tool rejects it. `LC_ALL=C`, `TZ=UTC`;
@@ -37,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -134,8 +140,20 @@ def _version_digest(*version_lines: str) -> str:
     return hashlib.sha256("\n".join(version_lines).encode()).hexdigest()[:8]
 
 
-def toolchain() -> dict[str, Any]:
-    """Compilers, cmake and target triple as this build will use them (cheap: a few --version calls)."""
+def _nvcc() -> tuple[str, str, str]:
+    """(path, release such as 13.0.88, full `nvcc --version` text) of the CUDA compiler cmake will use."""
+    path = os.environ.get("CUDACXX") or shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    if not Path(path).is_file():
+        raise UserError("nvcc", "the CUDA compiler is not installed (no CUDACXX, no nvcc on PATH, no /usr/local/cuda)",
+                        "install the CUDA toolkit, or set CUDACXX to its nvcc")
+    text = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    release = re.search(r"\bV(\d+(?:\.\d+)+)", text)
+    return path, release.group(1) if release else "unknown", text
+
+
+def toolchain(cuda: bool = False) -> dict[str, Any]:
+    """Compilers, cmake and target triple as this build will use them (cheap: a few --version calls);
+    with `cuda`, nvcc too: its release and a hash of its full version text enter the toolchain id."""
     cc, cxx = _tool("CC", "cc"), _tool("CXX", "c++")
     cc_version = _first_line([cc, "--version"])
     cmake = shutil.which("cmake")
@@ -146,7 +164,7 @@ def toolchain() -> dict[str, Any]:
     number = _first_line([cc, "-dumpfullversion" if family == "gcc" else "-dumpversion"])
     machine = _first_line([cc, "-dumpmachine"]) or f"{platform.machine()}-unknown"
     cxx_version = _first_line([cxx, "--version"])
-    return {
+    tools = {
         "compiler": {"c": cc, "c_version": cc_version, "cxx": cxx, "cxx_version": cxx_version},
         "cmake": cmake, "cmake_version": cmake_version,
         # the distribution's full version lines enter as a short hash: two packagings of one gcc
@@ -154,6 +172,43 @@ def toolchain() -> dict[str, Any]:
         "toolchain_id": f"{family}-{number}-{_version_digest(cc_version, cxx_version, cmake_version)}"
                         f"_cmake-{cmake_version}_{machine}",
     }
+    if cuda:
+        nvcc, release, text = _nvcc()
+        tools["compiler"].update({"cuda": nvcc, "cuda_version": text})
+        tools["toolchain_id"] += f"_nvcc-{release}-{_version_digest(text)}"
+    return tools
+
+
+# --- where the compilers see the build --------------------------------------------------------------
+
+FIXED_CUDA_ROOT = Path("/moebench-build")
+# Runs as `sh -c BIND_AND_EXEC sh <fixed> <real> <command...>` inside a private mount namespace.
+BIND_AND_EXEC = 'mkdir -p "$1" && mount --bind "$2" "$1" && shift 2 && exec "$@"'
+
+
+@dataclass(frozen=True)
+class CompilePlace:
+    """The path the compilers see, the command prefix that puts the build there, and why it is not fixed."""
+
+    path: Path
+    wrapper: tuple[str, ...] = ()
+    not_fixed_because: str | None = None
+
+
+def compile_place(backend: str, build_dir: Path) -> CompilePlace:
+    """CPU builds are path-independent through the prefix maps alone. nvcc writes its object directory
+    into device code, so a CUDA build is compiled at one fixed path: in an image the work directory
+    already is one (/moebench-work); on a bare host the build directory is bound at
+    /moebench-build/<device>-<pin> in a private mount namespace, which needs root."""
+    if backend != "cuda" or paths.running_image():
+        return CompilePlace(build_dir)
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return CompilePlace(build_dir, not_fixed_because=(
+            "a CUDA build compiled at its own path is identical only to builds at that same path: run it as root "
+            f"(the kit binds it at {FIXED_CUDA_ROOT}) or in the cuda image to get the lock's binaries"))
+    fixed = FIXED_CUDA_ROOT / build_dir.name
+    return CompilePlace(fixed, ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", BIND_AND_EXEC, "sh",
+                                str(fixed), str(build_dir)))
 
 
 # --- the recipe ------------------------------------------------------------------------------------
@@ -162,14 +217,19 @@ def _compile_flags(build_dir: Path) -> str:
     return f"-ffile-prefix-map={build_dir}={PREFIX_MAP_TARGET} -fdebug-prefix-map={build_dir}={PREFIX_MAP_TARGET}"
 
 
-def recipe(cfg: Config, device_name: str, pin_name: str, build_dir: Path, shim: Path) -> dict[str, Any]:
+def recipe(cfg: Config, device_name: str, pin_name: str, build_dir: Path, shim: Path,
+           tools: dict[str, Any]) -> dict[str, Any]:
     """cmake flags and environment of a build in `build_dir` (everything but the tree and toolchain)."""
     device = cfg.device(device_name)
     flags = _compile_flags(build_dir)
     cmake_flags = [*BASE_CMAKE_FLAGS, *device.cmake_flags, f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
                    f"-DGIT_EXECUTABLE={shim}"]
     if device.backend == "cuda":
-        cmake_flags.append(f"-DCMAKE_CUDA_FLAGS=-Xcompiler={flags.replace(' ', ',')}")
+        # nvcc names its temporary files after its pid and writes those names into the fatbinary
+        # and the host stubs; --objdir-as-tempdir keeps them in the object's directory under fixed
+        # names, and the fixed compile path (compile_root) makes that directory the same everywhere
+        cmake_flags.append(f"-DCMAKE_CUDA_FLAGS=--objdir-as-tempdir -Xcompiler={flags.replace(' ', ',')}")
+        cmake_flags.append(f"-DCMAKE_CUDA_COMPILER={tools['compiler']['cuda']}")
     env = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "LC_ALL": "C", "TZ": "UTC", "CFLAGS": flags, "CXXFLAGS": flags}
     return {"cmake_flags": cmake_flags, "env": env}
 
@@ -252,7 +312,6 @@ def build(cfg: Config, device_name: str, pin_name: str, jobs: int | None = None,
     """Build llama-bench, llama-cli, llama-quantize (and llama-server when it builds) of `pin_name` for
     `device_name`; returns the manifest (also written to `<build_dir>/manifest.json`)."""
     pin = cfg.pin(pin_name)
-    cfg.device(device_name)
     build_dir = build_dir_for(device_name, pin_name, work_root)
     if any(char.isspace() for char in str(build_dir)):
         # cmake splits CMAKE_C_FLAGS at whitespace: the prefix-map flag would break in two
@@ -260,10 +319,12 @@ def build(cfg: Config, device_name: str, pin_name: str, jobs: int | None = None,
                                    "-ffile-prefix-map flag cannot carry",
                         "set MOEBENCH_HOME to a directory whose path has no spaces")
     tree = fetch_source(cfg, pin_name, progress=progress)
-    tools = toolchain()
+    backend = cfg.device(device_name).backend
+    tools = toolchain(cuda=backend == "cuda")
     build_number = pin.build_number or 0
-    shim = build_dir / "tools" / "git"
-    plan = recipe(cfg, device_name, pin_name, build_dir, shim)
+    place = compile_place(backend, build_dir)
+    shim = place.path / "tools" / "git"
+    plan = recipe(cfg, device_name, pin_name, place.path, shim, tools)
     patch_path, patch_sha = _patch_of(cfg, device_name)
     print_ = fingerprint(tree.tree_hash, pin.commit, build_number, device_name, pin_name, plan["cmake_flags"],
                          plan["env"], tools, patch_sha)
@@ -273,7 +334,7 @@ def build(cfg: Config, device_name: str, pin_name: str, jobs: int | None = None,
         _say(progress, f"build {build_dir} is up to date ({len(existing['binaries'])} binaries verified)")
         return existing
     return _full_build(cfg, device_name, pin_name, tree, tools, plan, patch_path, patch_sha, print_, build_dir,
-                       shim, jobs or os.cpu_count() or 1, progress)
+                       place, jobs or os.cpu_count() or 1, progress)
 
 
 def _existing_manifest(device: str, pin: str, work_root: Path | None) -> dict[str, Any] | None:
@@ -284,15 +345,18 @@ def _existing_manifest(device: str, pin: str, work_root: Path | None) -> dict[st
 
 
 def _full_build(cfg: Config, device_name: str, pin_name: str, tree, tools: dict[str, Any], plan: dict[str, Any],
-                patch_path: Path | None, patch_sha: str | None, print_: str, build_dir: Path, shim: Path, jobs: int,
-                progress: bool) -> dict[str, Any]:
+                patch_path: Path | None, patch_sha: str | None, print_: str, build_dir: Path, place: CompilePlace,
+                jobs: int, progress: bool) -> dict[str, Any]:
     pin = cfg.pin(pin_name)
     started = time.monotonic()
     if build_dir.exists():
         shutil.rmtree(build_dir)
     src, cmake_dir, bin_dir, log = build_dir / "src", build_dir / "cmake", build_dir / "bin", build_dir / "build.log"
     build_dir.mkdir(parents=True)
-    _say(progress, f"building {pin_name} ({pin.commit[:12]}) for {device_name} in {build_dir}")
+    _say(progress, f"building {pin_name} ({pin.commit[:12]}) for {device_name} in {build_dir}"
+                   + (f", compiled at {place.path}" if place.path != build_dir else ""))
+    if place.not_fixed_because:
+        _say(progress, f"warning: {place.not_fixed_because}")
     shutil.copytree(tree.path, src, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     compiled_tree = git_tree_hash(src, exclude=pin.generated_files)
     if compiled_tree != tree.tree_hash:
@@ -302,20 +366,21 @@ def _full_build(cfg: Config, device_name: str, pin_name: str, tree, tools: dict[
         (src / generated).unlink(missing_ok=True)
     if patch_path is not None:
         _apply_patch(patch_path, src, build_dir, log)
-    write_git_shim(shim.parent, pin.commit, pin.build_number or 0)
-    env = {**os.environ, **plan["env"], "PATH": f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "GIT_CEILING_DIRECTORIES": str(build_dir)}
-    cmake = tools["cmake"]
-    configure = [cmake, "-S", str(src), "-B", str(cmake_dir), *plan["cmake_flags"]]
+    write_git_shim(build_dir / "tools", pin.commit, pin.build_number or 0)
+    shim_dir = place.path / "tools"
+    env = {**os.environ, **plan["env"], "PATH": f"{shim_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "GIT_CEILING_DIRECTORIES": str(place.path)}
+    cmake, at = tools["cmake"], place.path
+    configure = [*place.wrapper, cmake, "-S", str(at / "src"), "-B", str(at / "cmake"), *plan["cmake_flags"]]
     if _run(configure, build_dir, env, log, "configure", progress) != 0:
         raise UserError(log, f"cmake configure failed:\n{_tail(log)}", "install the missing dependency named above")
-    required = [cmake, "--build", str(cmake_dir), "--target", *REQUIRED_TARGETS, "-j", str(jobs)]
+    required = [*place.wrapper, cmake, "--build", str(at / "cmake"), "--target", *REQUIRED_TARGETS, "-j", str(jobs)]
     if _run(required, build_dir, env, log, "build", progress) != 0:
         raise UserError(log, f"build failed:\n{_tail(log)}", "see the log; a compiler or cmake too old is the usual cause")
     failed: dict[str, str] = {}
     for target in OPTIONAL_TARGETS:
-        if _run([cmake, "--build", str(cmake_dir), "--target", target, "-j", str(jobs)], build_dir, env, log,
-                target, progress) != 0:
+        if _run([*place.wrapper, cmake, "--build", str(at / "cmake"), "--target", target, "-j", str(jobs)], build_dir,
+                env, log, target, progress) != 0:
             failed[target] = f"the {target} target failed to build; see {log}"
     bin_dir.mkdir()
     binaries = {}
@@ -330,8 +395,10 @@ def _full_build(cfg: Config, device_name: str, pin_name: str, tree, tools: dict[
         "archive_sha256": tree.archive_sha256, "patch": str(patch_path.relative_to(cfg.root.parent)) if patch_path else None,
         "patch_sha256": patch_sha, "compiler": tools["compiler"], "cmake": tools["cmake"],
         "cmake_version": tools["cmake_version"], "cmake_flags": plan["cmake_flags"],
-        "env": {**plan["env"], "PATH_prepend": str(shim.parent)}, "source_date_epoch": int(SOURCE_DATE_EPOCH),
-        "prefix_map": {"from": str(build_dir), "to": PREFIX_MAP_TARGET}, "toolchain_id": tools["toolchain_id"],
+        "env": {**plan["env"], "PATH_prepend": str(shim_dir)}, "source_date_epoch": int(SOURCE_DATE_EPOCH),
+        "prefix_map": {"from": str(place.path), "to": PREFIX_MAP_TARGET}, "toolchain_id": tools["toolchain_id"],
+        "compile_path": {"path": str(place.path), "fixed": place.not_fixed_because is None,
+                         "why_not": place.not_fixed_because},
         "binaries": binaries, "failed_targets": failed, "jobs": jobs, "fingerprint": print_,
         "build_seconds": round(time.monotonic() - started, 1),
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
