@@ -66,14 +66,16 @@ def build(c, device="cpu", pin=None, jobs=None):
     "device": "device whose build to check (default cpu)",
     "pin": "llama.cpp pin (default: the device's default_pin)",
     "models": "also hash model files: replica-tiny, replica-full, real or none (default: every one present)",
+    "verbose": "print the full table of checks (file, status, both hashes) even when every check passes",
 })
 @user_errors_exit_2
-def verify(c, device="cpu", pin=None, models="present"):
-    """Re-hash sources, binaries and models against lock.yaml and the build manifest; non-zero exit on any mismatch."""
+def verify(c, device="cpu", pin=None, models="present", verbose=False):
+    """Re-hash sources, binaries and models against lock.yaml and the build manifest; one line per stage,
+    the full table with --verbose or on any mismatch (then a non-zero exit)."""
     cfg = _config()
     from moebench.verify import verify_and_report
 
-    if not verify_and_report(cfg, device, pin or cfg.device(device).default_pin, models):
+    if not verify_and_report(cfg, device, pin or cfg.device(device).default_pin, models, verbose=verbose):
         raise Exit(code=1)
 
 

@@ -98,6 +98,31 @@ def clocks() -> tuple[dict[str, Any] | None, str | None]:
     return None, "no jetson_clocks and no Linux cpufreq interface on this host"
 
 
+def compiler_versions(compiler: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """The build manifest's compiler version lines, C / C++ [/ nvcc's release line], or (None, reason).
+
+    Version lines, not paths: `/usr/bin/cc` says nothing of which compiler it is; these lines are the
+    ones the toolchain id is derived from."""
+    if not compiler:
+        return None, "the build manifest has no compiler"
+    wanted = ["c_version", "cxx_version"] + (["cuda_version"] if compiler.get("cuda") else [])
+    missing = [key for key in wanted if not str(compiler.get(key) or "").strip()]
+    if missing:
+        return None, (f"the build manifest records no compiler.{', compiler.'.join(missing)} (written by an older "
+                      "moebench); rebuild with `invoke build` to record the compilers' version lines")
+    lines = [str(compiler["c_version"]).strip(), str(compiler["cxx_version"]).strip()]
+    if compiler.get("cuda"):
+        lines.append(_nvcc_release_line(str(compiler["cuda_version"])))
+    return " / ".join(lines), None
+
+
+def _nvcc_release_line(version_text: str) -> str:
+    """`Cuda compilation tools, release 13.0, V13.0.88` out of nvcc's --version banner."""
+    lines = [line.strip() for line in version_text.splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith("Cuda compilation tools")),
+                next((line for line in lines if "release" in line), lines[0]))
+
+
 def collect_run_provenance(cfg: Config, *, device: str, pin: str, manifest: dict[str, Any] | None,
                            manifest_reason: str | None, binary_name: str, binary_path: Path,
                            command_line: list[str], allow_unverified: bool, verified: bool) -> dict[str, Any]:
@@ -107,14 +132,14 @@ def collect_run_provenance(cfg: Config, *, device: str, pin: str, manifest: dict
     prov["binary_sha256"] = sha256_file(binary_path)
     build = manifest or {}
     no_manifest = manifest_reason or "no build manifest"
-    compiler = build.get("compiler") or {}
     prov["llama_cpp_commit"] = build.get("commit")
     prov["source_tree_hash"] = build.get("source_tree_hash")
     prov["source_channel"] = build.get("source_channel")
-    prov["compiler"] = " / ".join(str(v) for v in (compiler.get("c"), compiler.get("cxx")) if v) or None
+    prov["compiler"], reason = compiler_versions(build.get("compiler"))
+    _reason(reasons, "compiler", no_manifest if manifest is None else reason)
     prov["build_flags"] = list(build["cmake_flags"]) if build.get("cmake_flags") is not None else None
     prov["toolchain_id"] = build.get("toolchain_id")
-    for name in ("llama_cpp_commit", "source_tree_hash", "source_channel", "compiler", "build_flags", "toolchain_id"):
+    for name in ("llama_cpp_commit", "source_tree_hash", "source_channel", "build_flags", "toolchain_id"):
         if prov[name] is None:
             reasons[name] = no_manifest if manifest is None else f"the build manifest has no {name}"
     prov["image_digest"], reason = image_digest()

@@ -4,6 +4,9 @@ One `Check` per file: the source archive (vs lock.yaml), the source tree (full g
 lock.yaml), every built binary (vs its build manifest, and vs `lock.binaries` when this
 device/pin/toolchain is pinned there) and the model files the caller names. Nothing is trusted
 from a marker or mtime here; every byte is read again (files hashed in parallel).
+
+Checks are grouped by stage (toolchain image, source, binaries, models): `invoke verify` prints one
+line per stage, and the full table of checks with `--verbose` or when any check fails.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -49,32 +53,70 @@ class ModelFile:
     path: Path
     expected_sha256: str | None
     pin_key: str = ""
+    label: str = ""  # replica-tiny, replica-full or real: the set it belongs to, for the summary line
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage's checks, and the summary line that says what they proved when all of them pass."""
+    name: str
+    checks: list[Check]
+    proved: str
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.name}: {self.proved}"
+        failed = [check.item for check in self.checks if not check.ok]
+        return f"{self.name}: FAIL, {len(failed)} of {len(self.checks)} checks failed: {', '.join(failed)}"
 
 
 def verify(cfg: Config, device: str, pin: str, models: Iterable[ModelFile | tuple[Path, str | None]] = (),
            work_root: Path | None = None) -> list[Check]:
     """Every check for `device`/`pin` plus the given model files (ModelFile or (path, expected sha256));
     `all(c.ok for c in checks)` means verified."""
-    checks = _image_checks(cfg)
-    checks += _source_checks(cfg, pin)
-    checks += _binary_checks(cfg, device, pin, work_root)
-    checks += _model_checks([m if isinstance(m, ModelFile) else ModelFile(Path(m[0]).name, Path(m[0]), m[1])
-                             for m in models])
-    return checks
+    return [check for stage in verify_stages(cfg, device, pin, models, work_root) for check in stage.checks]
 
 
-def _image_checks(cfg: Config) -> list[Check]:
+def verify_stages(cfg: Config, device: str, pin: str, models: Iterable[ModelFile | tuple[Path, str | None]] = (),
+                  work_root: Path | None = None, model_set: str = "") -> list[Stage]:
+    """`verify`'s checks grouped by stage, in pipeline order; `model_set` names the models for the summary."""
+    image = _image_stage(cfg)
+    stages = [image] if image is not None else []
+    stages.append(_source_stage(cfg, pin))
+    stages.append(_binary_stage(cfg, device, pin, work_root))
+    stages.append(_model_stage([m if isinstance(m, ModelFile) else ModelFile(Path(m[0]).name, Path(m[0]), m[1])
+                                for m in models], model_set))
+    return stages
+
+
+def _short(digest: str | None) -> str:
+    return "-" if digest is None else f"{digest.removeprefix('sha256:')[:8]}…"
+
+
+def _image_stage(cfg: Config) -> Stage | None:
     """In a toolchain image: its ID (from the engine, via the launcher) must be the lock's, or nothing runs."""
     name = paths.running_image()
     if name is None:
-        return []
+        return None
     key = f"images.{name}.id"
     pinned = cfg.lock.images[name].id if name in cfg.lock.images else None
     actual = os.environ.get("MOEBENCH_IMAGE_DIGEST")
     if pinned is None or actual != pinned:
         raise IntegrityError(cfg.root / "lock.yaml", f"this run's image {name!r} is {actual}, lock.yaml pins {pinned}",
                              f"rebuild it from the lock: invoke image.verify --image {name} --rebuild", key=key)
-    return [Check("toolchain image", f"{name} ({key})", pinned, actual, True, digest="image id")]
+    return Stage("image", [Check("toolchain image", f"{name} ({key})", pinned, actual, True, digest="image id")],
+                 f"ok, {name} is {_short(actual)} as lock.yaml {key} pins")
+
+
+def _source_stage(cfg: Config, pin_name: str) -> Stage:
+    checks = _source_checks(cfg, pin_name)
+    parts = [(f"archive sha256 {_short(check.actual)}" if check.actual else "archive not present")
+             if check.item == "source archive" else f"tree {_short(check.actual)}" for check in checks]
+    return Stage("source", checks, f"ok ({', '.join(parts)})")
 
 
 def _source_checks(cfg: Config, pin_name: str) -> list[Check]:
@@ -123,11 +165,12 @@ def _archive_of(cfg: Config, pin_name: str, channel: str | None) -> tuple[Path, 
     return None  # a git checkout has no archive; git proved its tree when it was fetched
 
 
-def _binary_checks(cfg: Config, device: str, pin: str, work_root: Path | None) -> list[Check]:
+def _binary_stage(cfg: Config, device: str, pin: str, work_root: Path | None) -> Stage:
     try:
         manifest = load_manifest(device, pin, work_root)
     except UserError as exc:
-        return [Check("build manifest", exc.where, None, None, False, f"{exc.problem} ({exc.fix})")]
+        return Stage("binaries", [Check("build manifest", exc.where, None, None, False, f"{exc.problem} ({exc.fix})")],
+                     "")
     root = build_dir_for(device, pin, work_root)
     files = {name: root / entry["path"] for name, entry in manifest["binaries"].items()}
     present = [path for path in files.values() if path.is_file()]
@@ -144,10 +187,24 @@ def _binary_checks(cfg: Config, device: str, pin: str, work_root: Path | None) -
             pinned = locked.get(name)
             note = f"lock.yaml binaries.{key}.{name}" if pinned else f"lock.yaml binaries.{key} has no {name}"
             checks.append(Check(f"{name} (lock)", str(path), pinned, actual, pinned is not None and actual == pinned, note))
+    count = f"{len(files)} of {len(files)} match the build manifest"
     if locked is None:
         checks.append(Check("binaries (lock)", str(cfg.root / "lock.yaml"), None, None, True,
                             f"no binaries.{key} pinned (run `invoke lock` to pin this build)"))
-    return checks
+        return Stage("binaries", checks, f"ok, {count}; lock.yaml pins no binaries[{key}] (`invoke lock` pins them)")
+    return Stage("binaries", checks, f"ok, {count} and lock.yaml binaries[{key}]")
+
+
+def _model_stage(models: list[ModelFile], model_set: str) -> Stage:
+    checks = _model_checks(models)
+    if not checks:
+        return Stage("models", checks, "none checked" + (f" (--models {model_set})" if model_set else ""))
+    # "lock.yaml: replicas.tiny/offline.<id>" -> lock.yaml; a caller's own hashes carry no pin key
+    groups = Counter((model.label, model.pin_key.split(":")[0] if model.pin_key else "the caller's sha256")
+                     for model in models)
+    return Stage("models", checks, "ok, " + ", ".join(
+        f"{n} {label + ' ' if label else ''}file{'s match' if n != 1 else ' matches'} {where}"
+        for (label, where), n in groups.items()))
 
 
 def _model_checks(models: list[ModelFile]) -> list[Check]:
@@ -205,14 +262,20 @@ def model_files(cfg: Config, which: str, pin: str = "offline", model_ids: list[s
             ref = registry.resolve(cfg, model_id, source, scale, pin)
             if which == "present" and not ref.path.is_file():
                 continue
-            files.append(ModelFile(f"{model_id} ({ref.label})", ref.path, ref.expected_sha256, ref.pin_key))
+            files.append(ModelFile(f"{model_id} ({ref.label})", ref.path, ref.expected_sha256, ref.pin_key,
+                                   ref.label))
     return files
 
 
 def verify_and_report(cfg: Config, device: str, pin: str, models: str = "present",
-                      model_ids: list[str] | None = None) -> bool:
-    """`invoke verify`: print the table, return True only when every check passed."""
+                      model_ids: list[str] | None = None, verbose: bool = False) -> bool:
+    """`invoke verify`: one line per stage, after the full table when `verbose` or when any check failed;
+    True only when every check passed."""
     replica_pin = "offline" if models.startswith("replica") or models == "present" else pin
-    checks = verify(cfg, device, pin, model_files(cfg, models, replica_pin, model_ids))
-    print(render_table(checks), file=sys.stdout, flush=True)
-    return all(check.ok for check in checks)
+    stages = verify_stages(cfg, device, pin, model_files(cfg, models, replica_pin, model_ids), model_set=models)
+    checks = [check for stage in stages for check in stage.checks]
+    verified = all(check.ok for check in checks)
+    if verbose or not verified:
+        print(render_table(checks), file=sys.stdout, flush=True)
+    print("\n".join(stage.line() for stage in stages), file=sys.stdout, flush=True)
+    return verified

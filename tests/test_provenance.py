@@ -1,9 +1,32 @@
 import hashlib
+import json
+import subprocess
+
+import jsonschema
+import pytest
 
 from moebench import provenance
-from moebench.records import null_reason_problems
+from moebench.build import load_manifest
+from moebench.records import SCHEMA_PATH, null_reason_problems
 
 from runner_support import load_test_config
+
+CC_VERSION = "cc (Debian 12.2.0-14+deb12u1) 12.2.0"
+CXX_VERSION = "c++ (Debian 12.2.0-14+deb12u1) 12.2.0"
+COMPILER = {"c": "/usr/bin/cc", "c_version": CC_VERSION, "cxx": "/usr/bin/c++", "cxx_version": CXX_VERSION}
+# `nvcc --version` as build.toolchain() records it (CUDA 13.0)
+NVCC_VERSION = """nvcc: NVIDIA (R) Cuda compiler driver
+Copyright (c) 2005-2025 NVIDIA Corporation
+Built on Wed_Aug_20_01:58:59_PM_PDT_2025
+Cuda compilation tools, release 13.0, V13.0.88
+Build cuda_13.0.r13.0/compiler.36424714_0"""
+
+
+def provenance_schema_errors(prov: dict) -> list[str]:
+    """What the record schema's $defs/provenance says of `prov`."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/provenance", "$defs": schema["$defs"]})
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(prov)]
 
 
 def test_run_provenance_fields(tmp_path, monkeypatch):
@@ -11,20 +34,22 @@ def test_run_provenance_fields(tmp_path, monkeypatch):
     binary = tmp_path / "llama-cli"
     binary.write_bytes(b"binary bytes")
     manifest = {"commit": "f" * 40, "source_tree_hash": "e" * 40, "source_channel": "pypi_sdist",
-                "compiler": {"c": "gcc 12.2", "cxx": "g++ 12.2"}, "cmake_flags": ["-DGGML_NATIVE=OFF"],
+                "compiler": COMPILER, "cmake_flags": ["-DGGML_NATIVE=OFF"],
                 "toolchain_id": "debian-12-gcc-12", "binaries": {}}
     monkeypatch.setenv("MOEBENCH_IMAGE_DIGEST", "sha256:" + "1" * 64)
     prov = provenance.collect_run_provenance(
         cfg, device="cpu", pin="offline", manifest=manifest, manifest_reason=None, binary_name="llama-cli",
         binary_path=binary, command_line=["invoke", "run"], allow_unverified=True, verified=False)
     assert prov["binary_sha256"] == hashlib.sha256(b"binary bytes").hexdigest()
-    assert prov["compiler"] == "gcc 12.2 / g++ 12.2" and prov["build_flags"] == ["-DGGML_NATIVE=OFF"]
+    assert prov["compiler"] == f"{CC_VERSION} / {CXX_VERSION}" and prov["build_flags"] == ["-DGGML_NATIVE=OFF"]
+    assert "compiler" not in prov["null_reasons"]
     assert prov["image_digest"].startswith("sha256:")
     assert prov["config_sha256"] == cfg.file_sha256
     assert prov["host"]["logical_cores"] >= 1 and prov["host"]["ram_bytes"] > 0
     assert prov["allow_unverified"] is True and prov["verified"] is False
     full = provenance.for_model(prov, model_path=tmp_path / "m.gguf", model_sha256="a" * 64, model_source="replica")
     assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
+    assert provenance_schema_errors(full) == []
 
 
 def test_missing_manifest_and_container_give_reasons(tmp_path, monkeypatch):
@@ -36,7 +61,55 @@ def test_missing_manifest_and_container_give_reasons(tmp_path, monkeypatch):
         cfg, device="cpu", pin="offline", manifest=None, manifest_reason="no manifest in tests",
         binary_name="llama-server", binary_path=binary, command_line=[], allow_unverified=False, verified=True)
     assert prov["llama_cpp_commit"] is None and prov["null_reasons"]["llama_cpp_commit"] == "no manifest in tests"
+    assert prov["compiler"] is None and prov["null_reasons"]["compiler"] == "no manifest in tests"
     assert prov["image_digest"] is None and "not running in a moebench image" in prov["null_reasons"]["image_digest"]
     assert prov["power_mode"] is None and prov["null_reasons"]["power_mode"]
     full = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="real", reason="missing")
     assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
+
+
+def test_compiler_is_the_version_lines_with_nvcc_release_line():
+    cuda = {**COMPILER, "cuda": "/usr/local/cuda/bin/nvcc", "cuda_version": NVCC_VERSION}
+    assert provenance.compiler_versions(cuda) == (
+        f"{CC_VERSION} / {CXX_VERSION} / Cuda compilation tools, release 13.0, V13.0.88", None)
+    assert provenance.compiler_versions(COMPILER) == (f"{CC_VERSION} / {CXX_VERSION}", None)
+
+
+@pytest.mark.parametrize("compiler, missing", [
+    ({"c": "/usr/bin/cc", "cxx": "/usr/bin/c++"}, "compiler.c_version, compiler.cxx_version"),
+    ({**COMPILER, "cxx_version": ""}, "compiler.cxx_version"),
+    ({**COMPILER, "cuda": "/usr/local/cuda/bin/nvcc"}, "compiler.cuda_version"),
+])
+def test_manifest_without_version_lines_gives_null_and_reason(tmp_path, compiler, missing):
+    cfg = load_test_config(tmp_path)
+    binary = tmp_path / "llama-cli"
+    binary.write_bytes(b"x")
+    manifest = {"commit": "f" * 40, "source_tree_hash": "e" * 40, "source_channel": "git", "compiler": compiler,
+                "cmake_flags": [], "toolchain_id": "gcc-12.2.0_cmake-3.25.1_x86_64-linux-gnu", "binaries": {}}
+    prov = provenance.collect_run_provenance(
+        cfg, device="cpu", pin="offline", manifest=manifest, manifest_reason=None, binary_name="llama-cli",
+        binary_path=binary, command_line=[], allow_unverified=False, verified=True)
+    assert prov["compiler"] is None
+    reason = prov["null_reasons"]["compiler"]
+    assert f"records no {missing} " in reason and "invoke build" in reason
+    assert "/usr/bin/cc" not in str(prov.values())
+    full = provenance.for_model(prov, model_path=tmp_path / "m.gguf", model_sha256="a" * 64, model_source="replica")
+    assert provenance_schema_errors(full) == []
+    assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
+
+
+@pytest.mark.slow
+def test_kit_build_provenance_names_its_compilers(pinned_bin_dir, tmp_path):
+    """The kit's own build: the record carries the version lines this host's compilers print."""
+    manifest = load_manifest("cpu", "offline")
+    binary = pinned_bin_dir / "llama-cli"
+    prov = provenance.collect_run_provenance(
+        load_test_config(tmp_path), device="cpu", pin="offline", manifest=manifest, manifest_reason=None,
+        binary_name="llama-cli", binary_path=binary, command_line=[], allow_unverified=False, verified=True)
+    first_lines = [subprocess.run([manifest["compiler"][tool], "--version"], capture_output=True, text=True,
+                                  check=True).stdout.splitlines()[0] for tool in ("c", "cxx")]
+    assert prov["compiler"] == " / ".join(first_lines)
+    assert not prov["compiler"].startswith("/")
+    full = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="replica", reason="none here")
+    assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
+    assert provenance_schema_errors(full) == []

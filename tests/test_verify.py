@@ -1,4 +1,5 @@
-"""verify.py: every re-hashed file is ok, or one FAIL line naming the file and both hashes.
+"""verify.py: every re-hashed file is ok, or one FAIL line naming the file and both hashes; by default
+one summary line per stage, the full table with --verbose or on failure.
 
 Fast tests use the synthetic pin of test_source (served over local HTTP, fetched into an isolated
 MOEBENCH_HOME) with a fake build beside it: a manifest and three small "binaries". Slow tests run on the
@@ -20,7 +21,7 @@ from moebench import lockfile, source
 from moebench.build import MANIFEST_SCHEMA_VERSION, build_dir_for, load_manifest
 from moebench.config import load_config
 from moebench.hashing import git_tree_hash
-from moebench.verify import Check, render_table, verify, verify_and_report
+from moebench.verify import Check, ModelFile, render_table, verify, verify_and_report, verify_stages
 
 DEVICE = "cpu"
 TOOLCHAIN_ID = "gcc-0.0.0_cmake-0.0.0_test-linux-gnu"
@@ -134,17 +135,69 @@ def test_one_tampered_byte_is_one_fail_line_with_both_hashes(kit, what):
             assert part in line
 
 
-@pytest.mark.parametrize("what", ["binary", "lock tree_hash"])
-def test_verify_and_report_prints_the_table_and_the_verdict(kit, capsys, what):
-    assert verify_and_report(kit.served.config(), DEVICE, PIN, models="none") is True
-    ok_out = capsys.readouterr().out
-    assert "FAIL" not in ok_out and ok_out.rstrip().endswith("8 of 8 checks passed")
+def stage_lines(kit: FakeKit) -> list[str]:
+    """What `invoke verify --models none` prints for the untouched fake kit."""
+    served = kit.served
+    return [f"source: ok (archive sha256 {served.sha256[:8]}…, tree {served.tree_hash[:8]}…)",
+            f"binaries: ok, 3 of 3 match the build manifest and lock.yaml binaries[{LOCK_KEY}]",
+            "models: none checked (--models none)"]
 
-    failing, path, _, _ = _tamper(kit, what)
+
+def test_verify_and_report_prints_one_line_per_stage(kit, capsys):
+    assert verify_and_report(kit.served.config(), DEVICE, PIN, models="none") is True
+    assert capsys.readouterr().out.splitlines() == stage_lines(kit)
+
+
+def test_verify_and_report_verbose_prints_the_table_then_the_stages(kit, capsys):
+    assert verify_and_report(kit.served.config(), DEVICE, PIN, models="none", verbose=True) is True
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["item", "status", "expected", "actual", "path"]
+    assert lines[:-3] == render_table(verify(kit.served.config(), DEVICE, PIN)).splitlines()
+    assert lines[-4] == "8 of 8 checks passed" and lines[-3:] == stage_lines(kit)
+    assert not any("FAIL" in line for line in lines)
+
+
+@pytest.mark.parametrize("what", ["binary", "lock tree_hash"])
+def test_verify_and_report_prints_the_full_table_on_failure(kit, capsys, what):
+    failing, path, expected, named = _tamper(kit, what)
     assert verify_and_report(kit.served.config(), DEVICE, PIN, models="none") is False
     lines = capsys.readouterr().out.rstrip().splitlines()
-    assert lines[-1] == f"{8 - len(failing)} of 8 checks passed, {len(failing)} FAILED"
-    assert [line.split(": ")[1] for line in lines if line.startswith("FAIL: ")] == failing
+    assert lines[0].split() == ["item", "status", "expected", "actual", "path"]
+    fail_lines = [line for line in lines if line.startswith("FAIL: ")]
+    assert [line.split(": ")[1] for line in fail_lines] == failing
+    assert all(path in line and f"expected {expected}" in line and named[0] in line for line in fail_lines)
+    assert lines[-4] == f"{8 - len(failing)} of 8 checks passed, {len(failing)} FAILED"
+    ok_source, ok_binaries, models = stage_lines(kit)
+    if what == "binary":
+        assert lines[-3:] == [ok_source, f"binaries: FAIL, 2 of 6 checks failed: {', '.join(failing)}", models]
+    else:
+        assert lines[-3:] == ["source: FAIL, 1 of 2 checks failed: source tree", ok_binaries, models]
+
+
+def test_stage_summaries(kit, tmp_path):
+    models = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(name.encode())
+        models.append(ModelFile(f"{name} (replica-tiny)", path, sha256_of(path), f"lock.yaml: replicas.tiny/x.{name}",
+                                "replica-tiny"))
+    own = tmp_path / "own.gguf"
+    own.write_bytes(b"own")
+    stages = verify_stages(kit.served.config(), DEVICE, PIN, [*models, (own, sha256_of(own))], model_set="present")
+    assert [stage.name for stage in stages] == ["source", "binaries", "models"] and all(s.ok for s in stages)
+    assert stages[2].line() == "models: ok, 2 replica-tiny files match lock.yaml, 1 file matches the caller's sha256"
+
+    kit.edit_lock(f"{LOCK_KEY}:", "cpu/other/x:")
+    stages = verify_stages(kit.served.config(), DEVICE, PIN, model_set="present")
+    assert stages[1].line() == (f"binaries: ok, 3 of 3 match the build manifest; lock.yaml pins no "
+                                f"binaries[{LOCK_KEY}] (`invoke lock` pins them)")
+    assert stages[2].line() == "models: none checked (--models present)"
+
+    shutil.rmtree(kit.build_dir)
+    shutil.rmtree(kit.tree.path)
+    lines = [stage.line() for stage in verify_stages(kit.served.config(), DEVICE, PIN)]
+    assert lines == ["source: FAIL, 1 of 1 checks failed: source tree",
+                     "binaries: FAIL, 1 of 1 checks failed: build manifest", "models: none checked"]
 
 
 def test_nothing_fetched_or_built_fails_every_check(served):
@@ -159,13 +212,17 @@ def test_invoke_verify_exit_code(kit):
     args = ("verify", "--device", DEVICE, "--pin", PIN, "--models", "none")
     good = run_invoke(cli, kit.served.home, *args)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "8 of 8 checks passed" in good.stdout
+    assert good.stdout.splitlines() == stage_lines(kit)
+    verbose = run_invoke(cli, kit.served.home, *args, "--verbose")
+    assert verbose.returncode == 0 and "8 of 8 checks passed" in verbose.stdout
+    assert verbose.stdout.splitlines()[-3:] == stage_lines(kit)
 
     failing, path, expected, (actual,) = _tamper(kit, "binary")
     bad = run_invoke(cli, kit.served.home, *args)
     assert bad.returncode != 0
     fail_lines = [line for line in bad.stdout.splitlines() if line.startswith("FAIL: ")]
     assert len(fail_lines) == 2 and all(path in line and actual in line and expected in line for line in fail_lines)
+    assert f"binaries: FAIL, 2 of 6 checks failed: {', '.join(failing)}" in bad.stdout.splitlines()
     assert "Traceback" not in bad.stderr
 
 
@@ -220,11 +277,21 @@ def test_kit_build_verifies_with_its_replicas(pinned_bin_dir, tiny_replica_paths
 
     capsys.readouterr()
     assert verify_and_report(cfg, DEVICE, "offline", models="replica-tiny") is True
+    lines = capsys.readouterr().out.splitlines()
+    n_binaries = len(load_manifest(DEVICE, "offline")["binaries"])
+    assert [line.split(":")[0] for line in lines] == ["source", "binaries", "models"]
+    archive = checks["source archive"].actual  # None where the downloads were cleaned and the tree proves the pin
+    archive_part = f"archive sha256 {archive[:8]}…" if archive else "archive not present"
+    assert lines[0] == f"source: ok ({archive_part}, tree {checks['source tree'].actual[:8]}…)"
+    assert lines[1].startswith(f"binaries: ok, {n_binaries} of {n_binaries} match the build manifest")
+    assert lines[2] == f"models: ok, {len(tiny_replica_paths)} replica-tiny files match lock.yaml"
+
+    assert verify_and_report(cfg, DEVICE, "offline", models="replica-tiny", verbose=True) is True
     out = capsys.readouterr().out
     for model_id, path in tiny_replica_paths.items():
         assert any(line.startswith(f"model {model_id} (replica-tiny)") and line.endswith(str(path))
                    for line in out.splitlines())
-    assert "FAIL" not in out
+    assert "FAIL" not in out and out.splitlines()[-3:] == lines
 
 
 @pytest.mark.slow
