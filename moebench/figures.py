@@ -1,8 +1,9 @@
 """Summary tables -> figures: PNGs for browsing (results/figures) and vector PDFs (results/figures_pub).
 
 Every figure is drawn from results/summary_tables/*.csv only, so it can be re-rendered without the raw
-data. Error bars are the tables' 95% CIs; a bar without a CI (n < 2) is drawn without one. A figure
-whose data is absent is skipped with the reason, listed in figures/figures.json and printed.
+data. Values are the tables' geometric means and error bars their 95% intervals (a t-interval on log
+values, so a bar never reaches below zero); a value without an interval (n < 3) is drawn without one. A
+figure whose data is absent is skipped with the reason, listed in figures/figures.json and printed.
 """
 
 from __future__ import annotations
@@ -64,12 +65,18 @@ def _label(row: dict[str, Any]) -> str:
     return f"{row['device']} · {source} · t={row['threads']} n={row['n_predict']}"
 
 
+def _centre(row: dict[str, Any], prefix: str) -> float:
+    """The geometric mean the interval is centred on; the mean for tables without one."""
+    value = row.get(f"{prefix}_geomean")
+    return row[f"{prefix}_mean"] if value is None else value
+
+
 def _errors(rows: list[dict[str, Any]], prefix: str, scale: float = 1.0) -> list[list[float]]:
     low, high = [], []
     for row in rows:
-        mean, lo, hi = row[f"{prefix}_mean"], row[f"{prefix}_ci95_low"], row[f"{prefix}_ci95_high"]
-        low.append(0.0 if lo is None else max(0.0, (mean - lo) / scale))
-        high.append(0.0 if hi is None else max(0.0, (hi - mean) / scale))
+        centre, lo, hi = _centre(row, prefix), row[f"{prefix}_ci95_low"], row[f"{prefix}_ci95_high"]
+        low.append(0.0 if lo is None else max(0.0, (centre - lo) / scale))
+        high.append(0.0 if hi is None else max(0.0, (hi - centre) / scale))
     return [low, high]
 
 
@@ -83,7 +90,7 @@ def _grouped_bars(ax, rows: list[dict[str, Any]], prefix: str, scale: float = 1.
     width = 0.8 / max(1, len(contexts))
     for i, (label, ctx_rows) in enumerate(contexts.items()):
         xs = [models.index(r["display_name"]) + (i - (len(contexts) - 1) / 2) * width for r in ctx_rows]
-        ax.bar(xs, [r[f"{prefix}_mean"] / scale for r in ctx_rows], width, label=label,
+        ax.bar(xs, [_centre(r, prefix) / scale for r in ctx_rows], width, label=label,
                yerr=_errors(ctx_rows, prefix, scale), capsize=3)
     ax.set_xticks(range(len(models)), models, rotation=15, ha="right")
     ax.legend(frameon=False)
@@ -114,11 +121,11 @@ def fig_rss_vs_size(tables):
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     mib = 2 ** 20
     for row in rows:
-        ax.errorbar(row["model_file_bytes"] / mib, row["peak_rss_bytes_mean"] / mib,
+        ax.errorbar(row["model_file_bytes"] / mib, _centre(row, "peak_rss_bytes") / mib,
                     yerr=_errors([row], "peak_rss_bytes", mib),
                     fmt="o", capsize=3, label=f"{row['display_name']} ({_label(row)})")
     ax.set_xlabel("model file size (MiB)")
-    ax.set_ylabel("peak RSS, mean (MiB)")
+    ax.set_ylabel("peak RSS, geometric mean (MiB)")
     ax.set_title("Peak resident memory vs model file size (95% CI)")
     ax.legend(frameon=False, fontsize=7)
     return fig, None
@@ -140,7 +147,7 @@ def fig_axes(tables):
     ax.set_yticks(ys, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("MoE / dense, ratio of means (log scale; Fieller 95% CI)")
+    ax.set_xlabel("MoE / dense, geometric mean of paired ratios (log scale; 95% t-interval on log ratios)")
     ax.set_title("Active-parameter and memory-footprint axes")
     return fig, None
 
@@ -172,7 +179,7 @@ def _lines(tables, table: str, x: str, xlabel: str, title: str, extra: Callable[
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for label, points in series.items():
         points.sort(key=lambda r: r[x])
-        ax.errorbar([p[x] for p in points], [p["gen_tokens_per_s_mean"] for p in points],
+        ax.errorbar([p[x] for p in points], [_centre(p, "gen_tokens_per_s") for p in points],
                     yerr=_errors(points, "gen_tokens_per_s"), marker="o", capsize=3, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("generation throughput (tok/s)")
@@ -189,9 +196,9 @@ def _sequence_rows(tables):
 
 FIGURES: dict[str, Callable] = {
     "gen_throughput": lambda t: fig_throughput(t, "gen_tokens_per_s", "generation throughput (tok/s)",
-                                               "Generation throughput per model (mean, 95% CI)"),
+                                               "Generation throughput per model (geometric mean, 95% CI)"),
     "prefill_throughput": lambda t: fig_throughput(t, "prefill_tokens_per_s", "prefill throughput (tok/s)",
-                                                   "Prefill throughput per model (mean, 95% CI)"),
+                                                   "Prefill throughput per model (geometric mean, 95% CI)"),
     "peak_rss_vs_model_size": fig_rss_vs_size,
     "axes_ratios": fig_axes,
     "roofline_fraction": fig_roofline,
@@ -220,7 +227,7 @@ def render_figures(summary_dir: Path, figures_dir: Path, figures_pub_dir: Path) 
                 continue
             try:
                 fig.savefig(figures_dir / f"{name}.png", dpi=PNG_DPI)
-                fig.savefig(figures_pub_dir / f"{name}.pdf")
+                fig.savefig(figures_pub_dir / f"{name}.pdf", metadata={"CreationDate": None})  # same bytes each run
             finally:
                 plt.close(fig)
             written += [figures_dir / f"{name}.png", figures_pub_dir / f"{name}.pdf"]

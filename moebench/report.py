@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable
 
-from moebench.analyze import (AXIS_RULES, GROUP_FIELDS, AnalysisResult, group, is_measured, load_records,
-                              null_note, values_of)
+from moebench.analysis_axes import AXIS_RULES, paired_ratios
+from moebench.analysis_frame import (CONTEXT_FIELDS, GROUP_FIELDS, load_records, measured_pairs, null_note,
+                                     rows_of, to_frame)
+from moebench.analyze import AnalysisResult
 from moebench.config import Config, ReferenceClaim
 from moebench.figures import FIGURES, MANIFEST
-from moebench.stats import RATIO_CI_METHOD, intervals_overlap, mean_ci, ratio_ci
+from moebench.stats import CV_WARN_THRESHOLD, MIN_N_FOR_INTERVAL, intervals_overlap
 
 # The study's headline ratios come from its efficiency experiment; verdicts use only that one.
 HEADLINE_EXPERIMENT = "experiment_1_efficiency"
@@ -49,13 +51,32 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def centre(row: dict[str, Any], prefix: str) -> float | None:
+    """The geometric mean (the centre of the interval), or the mean where there is none (a value <= 0)."""
+    value = row.get(f"{prefix}_geomean")
+    return row.get(f"{prefix}_mean") if value is None else value
+
+
 def fmt_ci(row: dict[str, Any], prefix: str, scale: float = 1.0, digits: int = 1) -> str:
-    mean = row.get(f"{prefix}_mean")
-    if mean is None:
+    value = centre(row, prefix)
+    if value is None:
         return DASH
     low, high = row.get(f"{prefix}_ci95_low"), row.get(f"{prefix}_ci95_high")
     ci = f" [{low / scale:,.{digits}f}, {high / scale:,.{digits}f}]" if low is not None and high is not None else ""
-    return f"{mean / scale:,.{digits}f}{ci}"
+    return f"{value / scale:,.{digits}f}{ci}"
+
+
+def fmt_ratio(row: dict[str, Any] | None, digits: int = 2) -> str:
+    """`0.88x [0.80, 0.97]`, or `0.88x (n=2, no interval)`; the interval of a paired ratio is never < 0."""
+    if row is None or row["ratio"] is None:
+        return DASH
+    if row["ci95_low"] is None:
+        return f"{row['ratio']:.{digits}f}x (n={row['n_pairs']}, no interval)"
+    return f"{row['ratio']:.{digits}f}x [{row['ci95_low']:.{digits}f}, {row['ci95_high']:.{digits}f}]"
+
+
+def fmt_cv(row: dict[str, Any], prefixes: tuple[str, ...]) -> str:
+    return " / ".join(DASH if row.get(f"{p}_cv") is None else f"{row[f'{p}_cv']:.2f}" for p in prefixes)
 
 
 def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
@@ -83,15 +104,14 @@ def _parse_time(text: str) -> datetime:
 
 
 def section_what(analysis: AnalysisResult) -> str:
-    by_run: dict[tuple, list[dict]] = defaultdict(list)
-    for item in analysis.records:
-        rec = item.record
-        by_run[(rec["experiment"], rec["device"], source_label(rec))].append(rec)
-    rows = []
-    for (experiment, device, source), recs in sorted(by_run.items()):
-        rows.append([experiment, device, source, len({r["cell_key"] for r in recs}), len(recs),
-                     sum(is_measured(r) for r in recs), sum(r["is_warmup"] for r in recs),
-                     sum(r["status"] == "failed" for r in recs), len({r["run_id"] for r in recs})])
+    frame = analysis.frame
+    counts = (frame.assign(weights=[source_label(r) for r in rows_of(frame[["model_source", "replica_scale"]])],
+                           failed=frame["status"] == "failed")
+              .groupby(["experiment", "device", "weights"], sort=True)
+              .agg(cells=("cell_key", "nunique"), records=("record_id", "size"), measured=("measured", "sum"),
+                   warmups=("is_warmup", "sum"), failed=("failed", "sum"), runs=("run_id", "nunique"))
+              .reset_index())
+    rows = [list(r.values()) for r in rows_of(counts)]
     starts = [_parse_time(i.record["started_at"]) for i in analysis.records]
     ends = [_parse_time(i.record["started_at"]) + timedelta(milliseconds=i.record["wall_ms"] or 0)
             for i in analysis.records]
@@ -170,8 +190,42 @@ def section_where(analysis: AnalysisResult) -> str:
 
 
 def _missing(rows: list[dict], prefix: str) -> dict[str, str]:
-    return {f"{r['display_name']} ({r['device']}, {knobs_label(r)})": r[f"{prefix}_note"]
-            for r in rows if r.get(f"{prefix}_mean") is None and r.get(f"{prefix}_note")}
+    return {_cell_name(r): r[f"{prefix}_note"] for r in rows
+            if r.get(f"{prefix}_mean") is None and r.get(f"{prefix}_note")}
+
+
+def _cell_name(row: dict[str, Any]) -> str:
+    return f"{row['display_name']} ({row['experiment']}, {row['device']}, {knobs_label(row)})"
+
+
+HEADLINE_METRICS = (("gen_tokens_per_s", "gen tok/s"), ("prefill_tokens_per_s", "prefill tok/s"),
+                    ("ttft_ms", "TTFT"), ("joules_per_token", "J/token"))
+
+
+def interval_notes(rows: list[dict]) -> list[str]:
+    """Why cells have a value but no interval (n < 3), one line per reason."""
+    by_reason: dict[str, tuple[set[str], set[str]]] = {}
+    for r in rows:
+        for prefix, label in HEADLINE_METRICS:
+            if r.get(f"{prefix}_mean") is not None and r.get(f"{prefix}_ci95_low") is None and r.get(f"{prefix}_note"):
+                labels, cells = by_reason.setdefault(r[f"{prefix}_note"], (set(), set()))
+                labels.add(label)
+                cells.add(_cell_name(r))
+    return [f"No interval for {', '.join(name for _, name in HEADLINE_METRICS if name in labels)} in "
+            f"{len(cells)} of {len(rows)} cells: {reason}." for reason, (labels, cells) in sorted(by_reason.items())]
+
+
+def warning_lines(rows: list[dict]) -> list[str]:
+    """hyperfine-style warnings under a table: the cells whose runs were noisy."""
+    flagged = [r for r in rows if r.get("warnings")]
+    if not flagged:
+        return [f"No warnings: in every cell each prompt's repetitions vary by at most CV {CV_WARN_THRESHOLD:.2f} "
+                "and no first measured run is an outlier."]
+    lines = [f"**Warnings** ({len(flagged)} of {len(rows)} cells): a prompt's repetitions vary by more than CV "
+             f"{CV_WARN_THRESHOLD:.2f}, or the cell's first measured run is an outlier among them; such a cell's "
+             "numbers are noisy (a busy host, too short a run, or a cold first run).", ""]
+    lines += [f"- {_cell_name(r)}: {r['warnings']}" for r in flagged]
+    return lines
 
 
 def section_headline(analysis: AnalysisResult) -> str:
@@ -179,21 +233,33 @@ def section_headline(analysis: AnalysisResult) -> str:
     body = [[r["display_name"], r["experiment"], r["device"], source_label(r), knobs_label(r),
              f"{r['n_measured']} / {r['n_failed']} / {r['n_warmup_excluded']}",
              fmt_ci(r, "gen_tokens_per_s"), fmt_ci(r, "prefill_tokens_per_s"), fmt_ci(r, "ttft_ms"),
+             fmt_cv(r, ("gen_tokens_per_s", "prefill_tokens_per_s", "ttft_ms")),
              fmt(r["peak_rss_bytes_max"] / MIB if r["peak_rss_bytes_max"] is not None else None, 1),
              fmt(r["model_file_bytes"] / MIB if isinstance(r["model_file_bytes"], int) else None, 1),
              fmt_ci(r, "joules_per_token", digits=3), fmt(r["peak_temp_c_max"], 1)] for r in rows]
     lines = ["## Results per model", "",
-             "Mean with Student-t 95% CI over the measured records of each cell (prompts pooled); n = measured / "
-             "failed / warm-ups excluded.", "",
+             "Geometric mean [95% interval: Student-t on the log values, exponentiated, so never below zero] over "
+             f"the measured records of each cell (prompts pooled); no interval below n={MIN_N_FOR_INTERVAL}. "
+             "CV = stddev / mean of the cell. n = measured / failed / warm-ups excluded.", "",
              table(["model", "experiment", "device", "weights", "knobs", "n", "gen tok/s", "prefill tok/s",
-                    "TTFT ms", "peak RSS max MiB", "file MiB", "J/token", "peak °C"], body)]
+                    "TTFT ms", "CV gen / prefill / TTFT", "peak RSS max MiB", "file MiB", "J/token", "peak °C"],
+                   body)]
+    notes = interval_notes(rows)
     for prefix, label in (("joules_per_token", "J/token"), ("peak_temp_c", "peak temperature"),
                           ("gen_tokens_per_s", "gen tok/s"), ("prefill_tokens_per_s", "prefill tok/s")):
         missing = _missing(rows, prefix)
         reasons = sorted(set(missing.values()))
         if reasons:
-            lines += ["", f"{label} not measured in {len(missing)} cell(s): " + "; ".join(reasons)]
-    return "\n".join(lines)
+            notes.append(f"{label} not measured in {len(missing)} cell(s): " + "; ".join(reasons))
+    lines += ["", *notes] if notes else []
+    return "\n".join(lines + ["", *warning_lines(rows)])
+
+
+def _ratio_note() -> str:
+    return ("Paired ratios, MoE over each dense model: the geometric mean of per-pair ratios with a 95% interval "
+            "(Student-t on the log ratios, exponentiated, so never below zero). A pair is one MoE record and one "
+            "dense record of the same cell that ran the same prompt at the same repetition index, so a prompt's "
+            f"own cost cancels; pairs = n; no interval below {MIN_N_FOR_INTERVAL} pairs.")
 
 
 def section_summary(analysis: AnalysisResult) -> str | None:
@@ -206,27 +272,19 @@ def section_summary(analysis: AnalysisResult) -> str | None:
     for r in rows:
         key = (r["experiment"], r["device"], source_label(r), knobs_label(r), r["denominator_model"])
         by_pair.setdefault(key, {})[r["metric"]] = r
-
-    def ratio(metrics: dict[str, dict], metric: str) -> str:
-        r = metrics.get(metric)
-        if r is None or r["ratio"] is None:
-            return DASH
-        ci = f" [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]" if r["ci95_low"] is not None else " (CI unbounded)"
-        return f"{r['ratio']:.2f}x{ci}"
-
     order = sorted(by_pair, key=lambda k: (k[0] != HEADLINE_EXPERIMENT, k))
-    body = [[*key[:4], key[4], ratio(by_pair[key], "gen_tokens_per_s"), ratio(by_pair[key], "prefill_tokens_per_s"),
-             ratio(by_pair[key], "peak_rss_bytes")] for key in order]
+    metrics = ("gen_tokens_per_s", "prefill_tokens_per_s", "peak_rss_bytes")
+    body = [[*key[:4], key[4], "/".join(sorted({str(m["n_pairs"]) for m in by_pair[key].values()})),
+             *(fmt_ratio(by_pair[key].get(metric)) for metric in metrics)] for key in order]
     return "\n".join(["## Summary: MoE / dense", "",
-                      "Ratio of means, MoE over each dense model, 95% CI (details under *The study's two axes*).", "",
-                      table(["experiment", "device", "weights", "knobs", "vs", "gen tok/s", "prefill tok/s",
-                             "peak RSS"], body)])
+                      _ratio_note() + " Details under *The study's two axes*.", "",
+                      table(["experiment", "device", "weights", "knobs", "vs", "pairs", "gen tok/s",
+                             "prefill tok/s", "peak RSS"], body)])
 
 
 def section_axes(analysis: AnalysisResult) -> str:
     rows = analysis.tables["axes_summary"]
-    lines = ["## The study's two axes", "",
-             f"Ratio of means MoE / dense with a CI by {RATIO_CI_METHOD}.", ""]
+    lines = ["## The study's two axes", "", _ratio_note(), ""]
     lines += [f"- **{axis.replace('_', ' ')} axis**: {rule}." for axis, rule in AXIS_RULES.items()]
     if not rows:
         return "\n".join(lines + ["", "No cell holds both the MoE model and a dense model: no ratios."])
@@ -234,10 +292,10 @@ def section_axes(analysis: AnalysisResult) -> str:
     for r in rows:
         ci = f"[{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]" if r["ci95_low"] is not None else DASH
         body.append([r["axis"].replace("_", " "), r["experiment"], r["device"], source_label(r), knobs_label(r),
-                     r["metric"], r["denominator_model"], f"{r['numerator_n']}/{r['denominator_n']}",
+                     r["metric"], r["denominator_model"], f"{r['numerator_n']}/{r['denominator_n']}", r["n_pairs"],
                      fmt(r["ratio"], 3), ci, r["note"] or ""])
-    lines += ["", table(["axis", "experiment", "device", "weights", "knobs", "metric", "vs", "n", "ratio", "95% CI",
-                         "note"], body)]
+    lines += ["", table(["axis", "experiment", "device", "weights", "knobs", "metric", "vs", "records", "pairs",
+                         "ratio", "95% CI", "note"], body)]
     return "\n".join(lines)
 
 
@@ -247,10 +305,13 @@ def section_sequence(analysis: AnalysisResult) -> str | None:
         return None
     body = [[r["display_name"], r["device"], source_label(r), r["n_predict"], r["prompt_length_class"],
              fmt(r["prompt_tokens_mean"], 0), r["gen_tokens_per_s_n"], fmt_ci(r, "gen_tokens_per_s"),
-             fmt_ci(r, "prefill_tokens_per_s"), fmt_ci(r, "ttft_ms")] for r in rows]
-    return "\n".join(["## Sequence length", "", table(["model", "device", "weights", "n_predict", "prompt class",
-                                                       "prompt tokens", "n", "gen tok/s", "prefill tok/s", "TTFT ms"],
-                                                      body)])
+             fmt_ci(r, "prefill_tokens_per_s"), fmt_ci(r, "ttft_ms"),
+             fmt_cv(r, ("gen_tokens_per_s", "prefill_tokens_per_s", "ttft_ms")), r["warnings"] or ""] for r in rows]
+    return "\n".join(["## Sequence length", "",
+                      "Geometric mean [95% interval: Student-t on the log values, exponentiated] per generation "
+                      "length and prompt class; CV = stddev / mean.", "",
+                      table(["model", "device", "weights", "n_predict", "prompt class", "prompt tokens", "n",
+                             "gen tok/s", "prefill tok/s", "TTFT ms", "CV gen / prefill / TTFT", "warnings"], body)])
 
 
 def section_threads(analysis: AnalysisResult) -> str | None:
@@ -261,6 +322,8 @@ def section_threads(analysis: AnalysisResult) -> str | None:
              fmt_ci(r, "gen_tokens_per_s"), fmt(r.get("runner_up_threads")),
              fmt(r.get("best_ci_clear_of_runner_up")), r.get("note") or ""] for r in rows]
     return "\n".join(["## CPU thread sweep", "",
+                      "Best = the thread count with the highest geometric-mean gen tok/s; its 95% interval "
+                      "(Student-t on the log values) is compared with the runner-up's.", "",
                       table(["model", "device", "weights", "threads tested", "best", "gen tok/s at best",
                              "runner-up", "best CI clear of runner-up", "note"], body)])
 
@@ -314,52 +377,48 @@ def section_failures(analysis: AnalysisResult) -> str:
 
 def verdict(claim: ReferenceClaim, analysis: AnalysisResult) -> Verdict:
     """The claim against the measured records of its device, headline experiment and real weights."""
-    records = [i for i in analysis.records if i.record["experiment"] == HEADLINE_EXPERIMENT]
-    devices = sorted({i.record["device"] for i in records})
+    frame = analysis.frame[analysis.frame["experiment"] == HEADLINE_EXPERIMENT]
+    devices = sorted(set(frame["device"]))
     if claim.device not in devices:
         where = ", ".join(devices) or "none"
         return Verdict(claim.id, "not comparable",
                        f"{HEADLINE_EXPERIMENT} records are from device {where}, claim is for {claim.device}")
-    on_device = [i for i in records if i.record["device"] == claim.device]
-    real = [i for i in on_device if i.record["model_source"] == "real"]
-    if not real:
-        scales = sorted({str(i.record["replica_scale"]) for i in on_device})
+    on_device = frame[frame["device"] == claim.device]
+    real = on_device[on_device["model_source"] == "real"]
+    if real.empty:
+        scales = sorted({str(s) for s in on_device["replica_scale"]})
         return Verdict(claim.id, "not comparable",
                        f"records on {claim.device} use replica weights (scale {', '.join(scales)}), the claim is "
                        "about the real models")
-    groups = group(real)
-    contexts = defaultdict(dict)
-    model_at = GROUP_FIELDS.index("model_id")
-    for key, items in groups.items():
-        contexts[key[:model_at] + key[model_at + 1:]][key[model_at]] = items
-    candidates = [(ctx, models) for ctx, models in contexts.items()
-                  if claim.numerator_model in models and claim.denominator_model in models]
-    if not candidates:
-        present = sorted({i.record["model_id"] for i in real})
+    num_id, den_id = claim.numerator_model, claim.denominator_model
+    present = real[[*CONTEXT_FIELDS, "model_id"]].drop_duplicates()
+    holding = present[present["model_id"] == num_id].merge(present[present["model_id"] == den_id],
+                                                           on=list(CONTEXT_FIELDS))
+    if holding.empty:
         return Verdict(claim.id, "not comparable",
-                       f"no cell on {claim.device} with real weights holds both {claim.numerator_model} and "
-                       f"{claim.denominator_model} (models present: {', '.join(present)})")
-    ctx, models = max(candidates, key=lambda c: min(len(values_of(c[1][m], claim.metric)) for m in
-                                                      (claim.numerator_model, claim.denominator_model)))
-    num, den = models[claim.numerator_model], models[claim.denominator_model]
-    num_values, den_values = values_of(num, claim.metric), values_of(den, claim.metric)
-    if not num_values or not den_values:
-        side = num if not num_values else den
+                       f"no cell on {claim.device} with real weights holds both {num_id} and {den_id} "
+                       f"(models present: {', '.join(sorted(set(real['model_id'])))})")
+    values = measured_pairs(real, [claim.metric])
+    ratios = paired_ratios(values[values["model_id"] == num_id], values[values["model_id"] == den_id],
+                           list(CONTEXT_FIELDS), claim.metric)
+    if ratios.empty:
+        sides = [m for m in (num_id, den_id) if values.loc[values["model_id"] == m, claim.metric].isna().all()]
+        why = (null_note(real[real["model_id"] == sides[0]], claim.metric) if sides
+               else "no prompt and repetition measured for both models")
+        return Verdict(claim.id, "not comparable", f"{claim.metric} not measured on {claim.device}: {why}")
+    best = rows_of(ratios.sort_values("n_pairs", ascending=False, kind="stable"))[0]
+    setting = f"t={best['threads']}, n_predict={best['n_predict']}, {best['runner_mode']}"
+    if best["ci95_low"] is None:
         return Verdict(claim.id, "not comparable",
-                       f"{claim.metric} not measured on {claim.device}: {null_note(side, claim.metric)}")
-    result = ratio_ci(num_values, den_values)
-    knobs = dict(zip([f for f in GROUP_FIELDS if f != "model_id"], ctx))
-    setting = f"t={knobs['threads']}, n_predict={knobs['n_predict']}, {knobs['runner_mode']}"
-    if result.ci_low is None:
-        return Verdict(claim.id, "not comparable",
-                       f"measured ratio {result.ratio:.3f} has no CI ({result.note}); n={len(num_values)}/"
-                       f"{len(den_values)} on {claim.device}, {setting}")
+                       f"measured ratio {best['ratio']:.3f} has no interval ({best['note']}); n={best['n_pairs']} "
+                       f"pairs on {claim.device}, {setting}")
     band = (claim.ratio - claim.tolerance, claim.ratio + claim.tolerance)
-    status = "reproduced" if intervals_overlap(result.ci_low, result.ci_high, *band) else "not reproduced"
+    status = "reproduced" if intervals_overlap(best["ci95_low"], best["ci95_high"], *band) else "not reproduced"
     return Verdict(claim.id, status,
-                   f"measured {claim.metric} ratio {result.ratio:.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}] "
-                   f"(Fieller 95% CI) vs claimed {claim.ratio} ± {claim.tolerance} on {claim.device}, real weights, "
-                   f"n={len(num_values)}/{len(den_values)}, {setting}")
+                   f"measured {claim.metric} ratio {best['ratio']:.3f} [{best['ci95_low']:.3f}, "
+                   f"{best['ci95_high']:.3f}] (geometric mean of {best['n_pairs']} paired ratios, 95% t-interval on "
+                   f"log ratios) vs claimed {claim.ratio} ± {claim.tolerance} on {claim.device}, real weights, "
+                   f"{setting}")
 
 
 def section_verdicts(cfg: Config, analysis: AnalysisResult) -> str:
@@ -376,29 +435,32 @@ def section_verdicts(cfg: Config, analysis: AnalysisResult) -> str:
 # --- comparison with an earlier run --------------------------------------------------------------
 
 def section_reference(analysis: AnalysisResult, reference_dir: Path) -> str:
-    _, earlier = load_records(reference_dir)
-    now_groups, then_groups = group(analysis.records), group(earlier)
+    _, earlier_records = load_records(reference_dir)
+    metrics = ["gen_tokens_per_s", "prefill_tokens_per_s"]
+    now, then = measured_pairs(analysis.frame, metrics), measured_pairs(to_frame(earlier_records), metrics)
     lines = ["## Comparison with an earlier run", "",
-             f"Earlier records: `{reference_dir}` ({len(earlier)} records). Cells matched on experiment, device, "
-             f"model, weights, runner and knobs; now / earlier is a ratio of means with a {RATIO_CI_METHOD} CI.", ""]
+             f"Earlier records: `{reference_dir}` ({len(earlier_records)} records). Cells matched on experiment, "
+             "device, model, weights, runner and knobs; now / earlier is the geometric mean of ratios of records "
+             "paired on prompt and repetition, with a 95% t-interval on the log ratios.", ""]
+    keys = list(GROUP_FIELDS)
     body = []
-    for key in sorted(set(now_groups) & set(then_groups), key=str):
-        row = dict(zip(GROUP_FIELDS, key))
-        for metric in ("gen_tokens_per_s", "prefill_tokens_per_s"):
-            now_v, then_v = values_of(now_groups[key], metric), values_of(then_groups[key], metric)
-            if not now_v or not then_v:
-                continue
-            result = ratio_ci(now_v, then_v)
-            ci = f"[{result.ci_low:.3f}, {result.ci_high:.3f}]" if result.ci_low is not None else DASH
-            body.append([row["model_id"], row["experiment"], row["device"], source_label(row), knobs_label(row), metric,
-                         fmt(mean_ci(then_v).mean, 1), fmt(mean_ci(now_v).mean, 1), fmt(result.ratio, 3), ci])
-    only_now, only_then = len(set(now_groups) - set(then_groups)), len(set(then_groups) - set(now_groups))
+    for metric in metrics:
+        means = [side.groupby(keys, dropna=False)[metric].mean().rename(name).reset_index()
+                 for side, name in ((then, "earlier_mean"), (now, "now_mean"))]
+        ratios = paired_ratios(now, then, keys, metric).merge(means[0], on=keys).merge(means[1], on=keys)
+        body += [[r["model_id"], r["experiment"], r["device"], source_label(r), knobs_label(r), metric,
+                  fmt(r["earlier_mean"], 1), fmt(r["now_mean"], 1), r["n_pairs"], fmt(r["ratio"], 3),
+                  DASH if r["ci95_low"] is None else f"[{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]"]
+                 for r in rows_of(ratios)]
+    cells = [side[keys].drop_duplicates() for side in (now, then)]
+    sides = cells[0].merge(cells[1], on=keys, how="outer", indicator=True)["_merge"]
     if not body:
         lines.append("No cell with measured values in both runs.")
     else:
         lines.append(table(["model", "experiment", "device", "weights", "knobs", "metric", "earlier mean",
-                            "now mean", "now / earlier", "95% CI"], body))
-    lines += ["", f"Cells only in this run: {only_now}; only in the earlier run: {only_then}."]
+                            "now mean", "pairs", "now / earlier", "95% CI"], sorted(body, key=str)))
+    lines += ["", f"Cells only in this run: {int((sides == 'left_only').sum())}; only in the earlier run: "
+                  f"{int((sides == 'right_only').sum())}."]
     return "\n".join(lines)
 
 

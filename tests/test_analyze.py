@@ -7,9 +7,11 @@ import csv
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 
 from moebench.analyze import AXIS_RULES, analyze, axis_pairs, load_records
 from moebench.config import CONFIG_DIR, SECTIONS, Config, parse_section, read_yaml
@@ -178,10 +180,36 @@ def test_recorded_smoke_run_summary(cfg, tmp_path):
         assert int(row["n_warmup_excluded"]) == warmups > 0
         assert int(row["gen_tokens_per_s_n"]) == len(measured)
         assert float(row["gen_tokens_per_s_mean"]) == pytest.approx(sum(measured) / len(measured))
+        # two measured runs: a geometric mean and a CV, no interval, and the reason
+        assert float(row["gen_tokens_per_s_geomean"]) == pytest.approx(math.sqrt(measured[0] * measured[1]))
+        cv = statistics.stdev(measured) / statistics.mean(measured)
+        assert float(row["gen_tokens_per_s_cv"]) == pytest.approx(cv)
+        assert row["gen_tokens_per_s_ci95_low"] == row["gen_tokens_per_s_ci95_high"] == ""
+        assert row["gen_tokens_per_s_note"] == "n=2: an interval needs at least 3 values"
+        assert "log values" in row["ci_method"]
         # psutil-only CPU device: no energy; the note carries the records' null reason
         assert row["joules_per_token_mean"] == ""
         assert "energy" in row["joules_per_token_note"]
     assert result.tables["failures"] == []
+    assert len(result.frame) == len(records) and result.frame["measured"].sum() == 8
+    # the recorded run was noisy (2 shared cores): llama's two prefill runs differ 4.6x, and the table says so
+    assert "prefill_tokens_per_s: CV 0.911 > 0.10" in summary[LLAMA]["warnings"]
+    assert all(not any(r[c] and float(r[c]) < 0 for c in r if c.endswith("ci95_low")) for r in summary.values())
+
+
+def test_recorded_smoke_ratios_are_paired_by_prompt_and_repetition(cfg, tmp_path):
+    raw = _raw_dir_with(tmp_path, GOOD_RUN)
+    analyze(cfg, raw, tmp_path / "out")
+    records = [json.loads(line) for line in GOOD_RUN.read_text().splitlines()]
+    value = {(r["model_id"], r["prompt_id"], r["repetition"]): r["gen_tokens_per_s"] for r in records
+             if not r["is_warmup"]}
+    rows = read_csv(tmp_path / "out" / "summary_tables" / "axes_summary.csv")
+    row = next(r for r in rows if r["denominator_model"] == LLAMA and r["metric"] == "gen_tokens_per_s")
+    ratios = [value[(MOE, "p01_short_fact", rep)] / value[(LLAMA, "p01_short_fact", rep)] for rep in (0, 1)]
+    assert int(row["n_pairs"]) == 2 and float(row["ratio"]) == pytest.approx(math.sqrt(ratios[0] * ratios[1]))
+    assert row["ci95_low"] == row["ci95_high"] == "" and "at least 3 pairs" in row["note"]
+    assert "geometric mean of per-pair ratios" in row["ci_method"]
+    assert all(r["n_pairs"] == "2" and r["ci95_low"] == "" for r in rows)
 
 
 def test_recorded_failures_are_listed_not_averaged(cfg, tmp_path):
@@ -212,11 +240,14 @@ def test_recorded_mixed_binaries_refused_then_flagged(cfg, tmp_path):
     flagged = [r for r in result.tables["per_model_summary"] if r["mixed_provenance"]]
     assert flagged and all("binary_sha256" in r["mixed_provenance"] for r in flagged)
     assert result.mixed_cells
+    # pooled runs pair in the order they ran (each prompt and repetition twice): 4 pairs, not 2 x 2 x 2
+    axes = result.tables["axes_summary"]
+    assert axes and all(r["n_pairs"] == 4 and "binary_sha256" in r["mixed_provenance"] for r in axes)
 
 
 # --- built records: cases a smoke run cannot show --------------------------------------------------
 
-def test_warmups_excluded_and_ci_from_t(cfg, tmp_path):
+def test_warmups_excluded_and_interval_on_log_scale(cfg, tmp_path):
     values = [10.0, 12.0, 11.0, 13.0]
     raw = tmp_path / "raw"
     write_jsonl(raw, "run.jsonl", four_models({MOE: values, LLAMA: [20.0, 21.0, 22.0]}))
@@ -224,12 +255,15 @@ def test_warmups_excluded_and_ci_from_t(cfg, tmp_path):
     row = next(r for r in result.tables["per_model_summary"] if r["model_id"] == MOE)
     assert row["n_warmup_excluded"] == 1 and row["gen_tokens_per_s_n"] == 4
     assert row["gen_tokens_per_s_mean"] == pytest.approx(11.5)
-    from scipy import stats
-    half = stats.t.ppf(0.975, 3) * stats.tstd(values) / math.sqrt(4)
-    assert row["gen_tokens_per_s_ci95_low"] == pytest.approx(11.5 - half)
-    assert row["gen_tokens_per_s_ci95_high"] == pytest.approx(11.5 + half)
-
-
+    logs = [math.log(v) for v in values]
+    half = scipy_stats.t.ppf(0.975, 3) * statistics.stdev(logs) / math.sqrt(4)
+    centre = statistics.mean(logs)
+    assert row["gen_tokens_per_s_geomean"] == pytest.approx(math.exp(centre))
+    assert row["gen_tokens_per_s_ci95_low"] == pytest.approx(math.exp(centre - half))
+    assert row["gen_tokens_per_s_ci95_high"] == pytest.approx(math.exp(centre + half))
+    assert row["gen_tokens_per_s_cv"] == pytest.approx(statistics.stdev(values) / 11.5)
+    assert row["warnings"] == "gen_tokens_per_s: CV 0.112 > 0.10 over repetitions (prompt p01)"
+    assert next(r for r in result.tables["per_model_summary"] if r["model_id"] == LLAMA)["warnings"] is None
 def test_axes_pairs_come_from_models_yaml(cfg):
     pairs = axis_pairs(cfg)
     active = {d for axis, m, d in pairs if axis == "active_parameters"}
@@ -242,17 +276,52 @@ def test_axes_pairs_come_from_models_yaml(cfg):
 
 def test_axes_ratios_with_ci_and_missing_metric(cfg, tmp_path):
     raw = tmp_path / "raw"
-    write_jsonl(raw, "run.jsonl", four_models({MOE: [9.0, 9.2, 8.8], LLAMA: [10.0, 10.1, 9.9],
-                                               QWEN: [8.0, 8.2, 7.8], GEMMA: [6.0, 6.1, 5.9]}))
+    moe, llama = [9.0, 9.2, 8.8], [10.0, 10.1, 9.9]
+    write_jsonl(raw, "run.jsonl", four_models({MOE: moe, LLAMA: llama, QWEN: [8.0, 8.2, 7.8], GEMMA: [6.0, 6.1, 5.9]}))
     analyze(cfg, raw, tmp_path / "out")
     rows = read_csv(tmp_path / "out" / "summary_tables" / "axes_summary.csv")
     gen = next(r for r in rows if r["axis"] == "active_parameters" and r["denominator_model"] == LLAMA
                and r["metric"] == "gen_tokens_per_s")
-    assert float(gen["ratio"]) == pytest.approx(0.9)
-    assert float(gen["ci95_low"]) < 0.9 < float(gen["ci95_high"])
-    assert "Fieller" in gen["ci_method"]
+    log_ratios = [math.log(a / b) for a, b in zip(moe, llama)]  # paired by repetition
+    half = scipy_stats.t.ppf(0.975, 2) * statistics.stdev(log_ratios) / math.sqrt(3)
+    assert int(gen["n_pairs"]) == 3
+    assert float(gen["ratio"]) == pytest.approx(math.exp(statistics.mean(log_ratios)))
+    assert float(gen["ci95_low"]) == pytest.approx(math.exp(statistics.mean(log_ratios) - half))
+    assert float(gen["ci95_high"]) == pytest.approx(math.exp(statistics.mean(log_ratios) + half))
+    assert 0 < float(gen["ci95_low"]) < 0.9 < float(gen["ci95_high"])
+    assert "geometric mean of per-pair ratios" in gen["ci_method"]
     assert gen["statement"].startswith("OLMoE-1B-7B-0924-Instruct gen tok/s = 0.90x Llama-3.2-1B-Instruct [")
+    assert gen["statement"].endswith("geometric mean of 3 paired ratios")
     assert not any(r["metric"] == "joules_per_token" for r in rows)  # not measured on either side
+
+
+def test_ratio_pairs_prompts_instead_of_pooling_them(cfg, tmp_path):
+    """Two prompts 10x apart in speed, the MoE 0.8x the dense model on each with 1% noise: pooled, the
+    prompts' spread would swamp the interval; paired, it is tight around 0.8."""
+    raw = tmp_path / "raw"
+    records = []
+    for model, factor in ((MOE, 0.8), (LLAMA, 1.0)):
+        for rep, noise in enumerate((1.0, 1.01, 0.99)):
+            for prompt, speed in (("p01", 100.0), ("p02", 10.0)):
+                records.append(make_record(model, factor * speed * noise, rep=rep, prompt=prompt))
+    records.append(make_record(MOE, 80.0, rep=3, prompt="p01"))  # its dense partner was never run
+    write_jsonl(raw, "run.jsonl", records)
+    result = analyze(cfg, raw, tmp_path / "out")
+    gen = next(r for r in result.tables["axes_summary"] if r["metric"] == "gen_tokens_per_s")
+    assert gen["n_pairs"] == 6 and gen["numerator_n"] == 7 and gen["denominator_n"] == 6
+    assert gen["ratio"] == pytest.approx(0.8)
+    assert 0.79 < gen["ci95_low"] < 0.8 < gen["ci95_high"] < 0.81
+    assert "1 record(s) without a partner" in gen["note"]
+
+
+def test_first_measured_run_outlier_is_warned(cfg, tmp_path):
+    raw = tmp_path / "raw"
+    records = four_models({MOE: [6.0, 10.0, 10.2, 9.9], LLAMA: [10.1, 10.0, 10.2, 9.9]})
+    write_jsonl(raw, "run.jsonl", records)
+    result = analyze(cfg, raw, tmp_path / "out")
+    rows = {r["model_id"]: r for r in result.tables["per_model_summary"]}
+    assert "gen_tokens_per_s: first measured run 6 is 40% from the median 10" in rows[MOE]["warnings"]
+    assert rows[LLAMA]["warnings"] is None
 
 
 def test_energy_ratio_when_measured(cfg, tmp_path):

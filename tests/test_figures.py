@@ -60,3 +60,10 @@ def test_figures_of_the_recorded_smoke_run(tmp_path):
     assert {p.suffix for p in written} == {".png", ".pdf"}
     manifest = json.loads((out / "figures" / MANIFEST).read_text())
     assert set(manifest["skipped"]) == {"roofline_fraction", "sequence_length_sweep", "thread_sweep"}
+
+
+def test_figures_are_the_same_bytes_when_rendered_again(tmp_path):
+    written, out = _render(tmp_path, four_models({MOE: [9.0, 9.5, 8.5], LLAMA: [10.0, 10.4, 9.6]}))
+    first = {p: p.read_bytes() for p in written}
+    again = render_figures(out / "summary_tables", out / "figures", out / "figures_pub")
+    assert sorted(again) == sorted(first) and all(p.read_bytes() == first[p] for p in again)

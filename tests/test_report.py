@@ -65,6 +65,7 @@ def test_verdicts_reproduced_and_not(tmp_path):
     verdicts = _verdicts(_report(tmp_path, raw))
     assert verdicts["jetson_gen_olmoe_vs_llama"][0] == "reproduced"
     assert "real weights" in verdicts["jetson_gen_olmoe_vs_llama"][1]
+    assert "geometric mean of 4 paired ratios" in verdicts["jetson_gen_olmoe_vs_llama"][1]
     assert verdicts["jetson_energy_olmoe_vs_llama"][0] == "not reproduced"
     assert verdicts["m2_gen_olmoe_vs_llama"][0] == "not comparable"
 
@@ -87,6 +88,9 @@ def test_verdict_replica_on_claim_device_not_comparable(tmp_path):
     assert "Replica weights were used" in text
 
 
+INTERVAL = re.compile(r"\[(-?[\d,]+\.\d+), (-?[\d,]+\.\d+)\]")
+
+
 def test_summary_gives_each_moe_dense_pair_once(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -97,5 +101,36 @@ def test_summary_gives_each_moe_dense_pair_once(tmp_path):
     dense = ["gemma-2-2b-it-q4km", LLAMA, "qwen2.5-1.5b-instruct-q4km"]
     assert sorted(row.split(" | ")[4] for row in rows) == sorted(dense)  # both axes share pairs: once each
     llama_row = next(row for row in rows if f" | {LLAMA} | " in row)
-    assert re.search(r"\| \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] \|", llama_row)  # gen ratio with its CI
+    # the smoke run has 2 repetitions of one prompt: 2 pairs, a paired ratio, and no interval
+    assert re.search(r"\| 2 \| \d+\.\d\dx \(n=2, no interval\) \|", llama_row)
     assert text.index("## Summary: MoE / dense") < text.index("## Where: provenance")
+
+
+def test_smoke_report_has_no_negative_or_unbounded_interval_and_shows_paired_ratios(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in (GOOD_RUN, FAILED_RUN):
+        shutil.copy(path, raw / path.name)
+    text = _report(tmp_path, raw, reference_dir=raw)
+    assert "unbounded" not in text.lower()
+    assert all(float(low.replace(",", "")) >= 0 for low, _ in INTERVAL.findall(text))
+    assert "Paired ratios, MoE over each dense model: the geometric mean of per-pair ratios" in text
+    assert "same prompt at the same repetition index" in text
+    assert ("No interval for gen tok/s, prefill tok/s, TTFT in 4 of 4 cells: "
+            "n=2: an interval needs at least 3 values.") in text
+    # CVs and hyperfine-style warnings under the per-model table
+    assert "| CV gen / prefill / TTFT |" in text
+    assert "**Warnings** (3 of 4 cells)" in text and "prefill_tokens_per_s: CV 0.911 > 0.10" in text
+
+
+def test_report_with_three_or_more_pairs_prints_positive_intervals(tmp_path):
+    raw = tmp_path / "raw"
+    # a noisy run: a Student-t interval on the raw values (or Fieller's for a ratio) would cross zero here
+    write_jsonl(raw, "run.jsonl", _jetson_run([30.0, 6.0, 14.0, 9.0], [8.0, 2.0, 20.0, 3.0]))
+    text = _report(tmp_path, raw)
+    summary = text.split("## Summary: MoE / dense", 1)[1].split("\n## ", 1)[0]
+    llama_row = next(line for line in summary.splitlines() if f" | {LLAMA} | " in line)
+    assert re.search(r"\| 4 \| \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] \|", llama_row)
+    lows = [float(low.replace(",", "")) for low, _ in INTERVAL.findall(text)]
+    assert lows and all(low > 0 for low in lows)
+    assert "unbounded" not in text.lower()
