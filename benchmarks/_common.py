@@ -28,12 +28,14 @@ def args(description: str) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-predict", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--ngl", type=int, default=0, help="layers offloaded to the GPU (999: all)")
+    parser.add_argument("--label", default="", help="suffix of the results file, e.g. the device")
     return parser.parse_args()
 
 
 def knobs(a: argparse.Namespace, n_predict: int | None = None) -> Knobs:
     return Knobs(threads=a.threads, n_predict=n_predict or a.n_predict, ctx_size=2048, batch_size=2048,
-                 ubatch_size=512, n_gpu_layers=0, seed=42, temperature=0.0, ignore_eos=True)
+                 ubatch_size=512, n_gpu_layers=a.ngl, seed=42, temperature=0.0, ignore_eos=True)
 
 
 def cell(k: Knobs, rep: int, prompt_id: str = "bench") -> Cell:
@@ -77,10 +79,10 @@ def stats(values: list[float]) -> dict[str, float]:
 
 def write(name: str, a: argparse.Namespace, body: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    out = RESULTS / f"{name}{'_' + a.label if a.label else ''}.json"
     meta = {"model": str(a.model), "model_sha256": sha256_file(a.model), "bin_dir": str(a.bin_dir),
             "llama_cli_sha256": sha256_file(a.bin_dir / "llama-cli"), "threads": a.threads,
-            "n_predict": a.n_predict, "reps": a.reps, "host": platform.platform(),
+            "n_predict": a.n_predict, "reps": a.reps, "n_gpu_layers": a.ngl, "host": platform.platform(),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out.write_text(json.dumps({"benchmark": name, "meta": meta, **body}, indent=2) + "\n")
     print(json.dumps(body, indent=2))

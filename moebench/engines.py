@@ -30,6 +30,13 @@ from moebench import parse, parse_router
 from moebench.plan import Cell, Knobs
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+# The sampler chain a cell runs: "default" is llama.cpp's own chain (penalties, dry, top_k 40,
+# typical, top_p, min_p, xtc, temperature), which at temperature 0 keeps the most likely token and
+# is what llama.cpp's tools run unless told otherwise; "greedy" (top_k with k=1) decodes the same
+# tokens with less work per token.
+# Measured against llama-bench in one interleaved run (benchmarks/results/harness_vs_llama_bench*.json),
+# the two differ by less than the run-to-run noise on the CPU and on an H100, so the harness keeps
+# llama.cpp's chain and "greedy" exists to measure that.
 SERVER_START_TIMEOUT_S = 600.0
 
 
@@ -150,10 +157,12 @@ class Engine:
 
     mode = "engine"
 
-    def __init__(self, binary: Path, workdir: Path, timeout_s: float, env: dict[str, str] | None = None):
+    def __init__(self, binary: Path, workdir: Path, timeout_s: float, env: dict[str, str] | None = None,
+                 sampler_chain: str = "default"):
         self.binary = binary
         self.workdir = workdir
         self.timeout_s = timeout_s
+        self.sampler_chain = sampler_chain  # "default" or "greedy", see the comment at the top
         # the device's `env` (devices.yaml) on top of ours, e.g. LLAMA_ROUTER_OVERHEAD=1 on *_patched
         self.env = {**os.environ, **env} if env else None
         self.aborted = False
@@ -177,9 +186,14 @@ class MonitorHooks:
     stop: Callable[[], None]
 
 
-def cli_args(binary: Path, model: Path, prompt_file: Path, knobs: Knobs) -> list[str]:
+def greedy(knobs: Knobs, sampler_chain: str) -> bool:
+    return knobs.temperature == 0 and sampler_chain == "greedy"
+
+
+def cli_args(binary: Path, model: Path, prompt_file: Path, knobs: Knobs, sampler_chain: str = "default") -> list[str]:
+    sampling = ["--samplers", "top_k", "--top-k", "1"] if greedy(knobs, sampler_chain) else []
     args = [str(binary), "-m", str(model), "-f", str(prompt_file), "--no-display-prompt", "--simple-io",
-            "-n", str(knobs.n_predict), "--temp", str(knobs.temperature), "--seed", str(knobs.seed),
+            "-n", str(knobs.n_predict), "--temp", str(knobs.temperature), *sampling, "--seed", str(knobs.seed),
             "-c", str(knobs.ctx_size), "-b", str(knobs.batch_size), "-ub", str(knobs.ubatch_size),
             "-t", str(knobs.threads), "-ngl", str(knobs.n_gpu_layers)]
     return args + (["--ignore-eos"] if knobs.ignore_eos else [])
@@ -195,7 +209,7 @@ class CliEngine(Engine):
     def run_cell(self, cell: Cell, model: Path, prompt: str, monitors: MonitorHooks) -> Outcome:
         prompt_file = self.workdir / f"prompt-{cell.prompt_id}.txt"
         prompt_file.write_text(prompt, encoding="utf-8")
-        args = cli_args(self.binary, model, prompt_file, cell.knobs)
+        args = cli_args(self.binary, model, prompt_file, cell.knobs, self.sampler_chain)
         preexec = type(self).preexec_for_cell(cell) if type(self).preexec_for_cell else None
         with tempfile.TemporaryFile(dir=self.workdir) as err:
             started = time.monotonic()
@@ -286,8 +300,9 @@ class ServerEngine(Engine):
 
     mode = "server"
 
-    def __init__(self, binary: Path, workdir: Path, timeout_s: float, env: dict[str, str] | None = None):
-        super().__init__(binary, workdir, timeout_s, env)
+    def __init__(self, binary: Path, workdir: Path, timeout_s: float, env: dict[str, str] | None = None,
+                 sampler_chain: str = "default"):
+        super().__init__(binary, workdir, timeout_s, env, sampler_chain)
         self._key: tuple[Any, ...] | None = None
         self._oom_counter: Path | None = None
         self._port = 0
@@ -352,8 +367,9 @@ class ServerEngine(Engine):
             return Outcome(failure=dict(self._start_failure, message="llama-server start: " + self._start_failure["message"]))
         proc = self._current
         assert proc is not None
+        sampling = {"samplers": ["top_k"], "top_k": 1} if greedy(cell.knobs, self.sampler_chain) else {}
         body = json.dumps({"prompt": prompt, "n_predict": cell.knobs.n_predict, "seed": cell.knobs.seed,
-                           "temperature": cell.knobs.temperature, "ignore_eos": cell.knobs.ignore_eos,
+                           "temperature": cell.knobs.temperature, **sampling, "ignore_eos": cell.knobs.ignore_eos,
                            "cache_prompt": False, "stream": True}).encode()
         oom_before = read_oom_kill(self._oom_counter)
         monitors.start(proc.pid)

@@ -30,9 +30,12 @@ from moebench.paths import raw_dir
 from moebench.records import RecordWriter, read_records
 
 # Chosen from benchmarks/results: one persistent llama-server finishes an Exp1-like matrix 1.21x
-# sooner than one llama-cli per cell (full-scale Llama-3.2-1B replica, 2 cores), and its prefill
-# tok/s equal llama-bench's (1.007x); both runners report ~4-5% lower gen tok/s than llama-bench,
-# whose tg test skips the per-token sampling over the vocabulary. MOEBENCH_RUNNER overrides.
+# sooner than one llama-cli per cell (full-scale Llama-3.2-1B replica, 2 cores). Measured against
+# llama-bench in one interleaved run on that host, the server runner's gen and prefill tok/s are
+# 1.003x and 0.983x llama-bench's (harness_vs_llama_bench.json); on an H100, where a token takes
+# under 2 ms, llama-server's own per-token work shows (0.79x gen; llama-cli 0.92x), which is the
+# serving path's cost and not the harness's (harness_vs_llama_bench_cuda_sm90.json). MOEBENCH_RUNNER
+# overrides.
 DEFAULT_RUNNER_MODE = "server"
 PATCHED_RUNNER_MODE = "cli"
 
