@@ -271,6 +271,173 @@ def image_verify(c, image="cpu", rebuild=False):
     print("\n".join(verify_image(_config(), image, rebuild=rebuild)))
 
 
+FLEET_HELP = {
+    "hosts": "comma-separated host names of the fleet file (default: every host)",
+    "fleet_file": "the fleet's hosts (default configs/fleet.yaml)",
+}
+
+
+def _fleet(cfg, fleet_file):
+    from moebench.config import load_fleet
+
+    return load_fleet(Path(fleet_file) if fleet_file else None, cfg)
+
+
+@task(help={**FLEET_HELP,
+            "smoke": "smoke reduction of every experiment",
+            "pin": "llama.cpp pin (default: each host's device's default_pin)",
+            "models": "replica (default on cpu) or real",
+            "scale": "replica scale: tiny or full",
+            "raw_dir": "each host's records and build manifest come home to <raw-dir>/<host>/",
+            "output_dir": "where the combined analysis and report go",
+            "allow_mixed": "pool records of different binaries/commits/model hashes into one cell (flagged)"})
+@user_errors_exit_2
+def fleet_reproduce(c, hosts=None, fleet_file=None, smoke=False, pin=None, models=None, scale="tiny",
+                    raw_dir="data/raw", output_dir="results", allow_mixed=False):
+    """On every fleet host at once over SSH: sync the kit at this commit, bootstrap, reproduce; fetch the
+    records into <raw-dir>/<host>/ and analyze them together. A failing host is reported (exit 1), the others finish."""
+    from moebench.fleet import reproduce_fleet
+
+    cfg = _config()
+    run = reproduce_fleet(cfg, _fleet(cfg, fleet_file), _csv(hosts), smoke=smoke, pin=pin, models=models,
+                          scale=scale, raw_dir=Path(raw_dir), output_dir=Path(output_dir), allow_mixed=allow_mixed,
+                          fleet_file=fleet_file)
+    if run.failed:
+        raise Exit(f"{len(run.failed)} of {len(run.outcomes)} hosts failed: "
+                   f"{', '.join(o.name for o in run.failed)}", code=1)
+
+
+@task(help=FLEET_HELP)
+@user_errors_exit_2
+def fleet_status(c, hosts=None, fleet_file=None):
+    """Each fleet host: reachable?, the kit's commit there, its venv, its last reproduction (exit 1 if one is unreachable)."""
+    from moebench.fleet_inspect import fleet_status as status
+
+    cfg = _config()
+    rows = status(_fleet(cfg, fleet_file), _csv(hosts), fleet_file=fleet_file)
+    if any(row[2] != "yes" for row in rows):
+        raise Exit(code=1)
+
+
+@task(help={**FLEET_HELP, "pin": "llama.cpp pin (default: each host's device's default_pin)"})
+@user_errors_exit_2
+def fleet_verify(c, hosts=None, fleet_file=None, pin=None):
+    """Each host's binaries, re-hashed there, against lock.yaml's pin for its toolchain: one table, host x binary."""
+    from moebench.fleet_inspect import fleet_verify as verify_hosts
+
+    cfg = _config()
+    if not verify_hosts(cfg, _fleet(cfg, fleet_file), _csv(hosts), pin=pin, fleet_file=fleet_file):
+        raise Exit(code=1)
+
+
+@task
+@user_errors_exit_2
+def nix_pins(c):
+    """Write nix/pins.json (the flake's pins and cmake flags) from configs/lock.yaml and configs/devices.yaml."""
+    from moebench.nixpins import write_pins
+
+    print(f"wrote {write_pins(_config())}")
+
+
+@task
+@user_errors_exit_2
+def nix_check(c):
+    """Offline checks of the flake: it parses, nix/pins.json matches configs/, recipe.nix gives the kit's flags."""
+    from moebench.nixpins import check
+
+    for line in check(_config()):
+        print(line, flush=True)
+
+
+@task(help={
+    "device": "device profile from configs/devices.yaml (m2 on macOS, cpu or cuda on Linux)",
+    "pin": "llama.cpp pin from configs/lock.yaml (default: the device's default_pin)",
+})
+@user_errors_exit_2
+def nix_build(c, device="cpu", pin=None):
+    """nix build .#llama-cpp-<device>, then put its binaries and a build manifest where `invoke build` would,
+    for `invoke verify` and `invoke run`."""
+    from moebench.build import build_dir_for
+    from moebench.nixbuild import nix_build as build_with_nix
+
+    cfg = _config()
+    manifest = build_with_nix(cfg, device, pin or cfg.device(device).default_pin)
+    for name, binary in manifest["binaries"].items():
+        print(f"{binary['sha256']}  {name}")
+    print(f"{manifest['builder']['store_path']} ({manifest['toolchain_id']}) -> "
+          f"{build_dir_for(manifest['device'], manifest['pin'])}/manifest.json")
+
+
+@task(help={
+    "device": "device whose build to attest",
+    "pin": "llama.cpp pin (default: the device's default_pin)",
+    "key": "Ed25519 private key, PKCS#8 PEM (default MOEBENCH_HOME/keys/attest-ed25519.pem, created on first use)",
+    "output": "where the signed attestation goes (default: attestation.intoto.json in the build directory)",
+    "sign_with": "ed25519 (the lab's local key) or sigstore (keyless: needs the network, refused with the command)",
+})
+@user_errors_exit_2
+def attest(c, device="cpu", pin=None, key=None, output=None, sign_with="ed25519"):
+    """Sign an in-toto Statement (SLSA provenance v1) of a build: its binaries' SHA-256s, the source archive
+    and tree, the toolchain, the recipe fingerprint and the host; binaries are re-hashed first."""
+    from moebench.attest import attest as attest_build
+
+    cfg = _config()
+    path, statement, keyid = attest_build(cfg, device, pin or cfg.device(device).default_pin,
+                                          Path(key) if key else None, Path(output) if output else None,
+                                          sign_with=sign_with)
+    for subject in statement["subject"]:
+        print(f"{subject['digest']['sha256']}  {subject['name']}")
+    print(f"signed by {keyid}: {path}")
+
+
+@task(help={
+    "output": "the tarball to write (a .sha256 sidecar goes beside it)",
+    "raw_dir": "the records to include",
+    "results_dir": "the tables, figures and REPORT.md to include",
+})
+@user_errors_exit_2
+def bundle(c, output="moebench-bundle.tar.gz", raw_dir="data/raw", results_dir="results"):
+    """One reproducible tarball of this lab's evidence: lock.yaml, build manifests and attestations, data/raw,
+    results/, HARDWARE.md and a MANIFEST of SHA-256s; the same inputs give the same bytes."""
+    from moebench.bundle import make_bundle
+
+    path, digest, members, notes = make_bundle(_config(), Path(output), Path(raw_dir), Path(results_dir))
+    for note in notes:
+        print(f"note: {note}")
+    print(f"{digest}  {path} ({members} members)")
+
+
+@task(positional=["a", "b"], help={
+    "a": "this lab's side: a bundle, a build manifest (or its build directory) or an attestation",
+    "b": "the other side, of any of those kinds",
+    "report_dir": "when a bundle was compared, write verification.json here and add the Verification section "
+                  "to its REPORT.md (default results)",
+    "json_output": "also write the whole comparison as JSON to this file",
+    "trusted_keys": "comma-separated public key files (attest-ed25519.pub.pem); every attestation must be signed "
+                    "by one of them (default: any key, whose id is printed)",
+})
+@user_errors_exit_2
+def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None):
+    """IDENTICAL or DIFFERENT for each artifact (both hashes, diffoscope where both files are here) and, for two
+    bundles, each headline metric's intervals and B/A ratio; exit 0 all match, 1 something differs, 2 bad input."""
+    import json
+
+    from moebench.compare import compare as compare_sides, render, write_verification
+    from moebench.report import add_verification_section
+
+    result = compare_sides(Path(a), Path(b), tuple(Path(p) for p in _csv(trusted_keys)))
+    print(render(result))
+    if json_output:
+        Path(json_output).write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    if result.a.what.startswith("bundle") or result.b.what.startswith("bundle"):
+        write_verification(result, Path(report_dir))
+        report = add_verification_section(Path(report_dir))
+        if report is not None:
+            print(f"Verification section written to {report}")
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
 @task(help={"fast": "skip the slow tests (builds, model runs)", "k": "pytest -k expression"})
 def test(c, fast=False, k=None):
     """Run the test suite (the slow tests build llama.cpp and run replica models)."""
@@ -286,5 +453,10 @@ def test(c, fast=False, k=None):
 
 models_ns = Collection("models", download, replica)
 ns = Collection(build, verify, lock, run, analyze, figures, reproduce, test)
+ns.add_task(attest)
+ns.add_task(bundle)
+ns.add_task(compare)
 ns.add_collection(models_ns)
 ns.add_collection(Collection("image", build=image_build, lock=image_lock, verify=image_verify))
+ns.add_collection(Collection("fleet", reproduce=fleet_reproduce, status=fleet_status, verify=fleet_verify))
+ns.add_collection(Collection("nix", pins=nix_pins, check=nix_check, build=nix_build))

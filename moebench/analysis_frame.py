@@ -1,9 +1,10 @@
 """JSONL records -> one long pandas DataFrame, one row per record: the table every summary is a group-by of.
 
 Columns are the record's scalars, its knobs, its failure, its provenance (prefixed `prov_`), its null
-reasons (JSON text) and where it came from (`source_file`, `source_line`); `measured` says whether it
-counts in statistics (status ok and not a warm-up). The frame is written as-is to
-results/benchmark_results.csv.
+reasons (JSON text) and where it came from (`source_file`, relative to the raw directory, and
+`source_line`; `fleet_host`, the first subfolder of the raw directory, where `invoke fleet.reproduce`
+puts each host's records); `measured` says whether it counts in statistics (status ok and not a
+warm-up). The frame is written as-is to results/benchmark_results.csv.
 """
 
 from __future__ import annotations
@@ -46,10 +47,16 @@ class Loaded:
     record: dict[str, Any]
     path: Path
     line: int
+    source: str = ""  # the path relative to the raw directory
 
     @property
     def origin(self) -> str:
-        return f"{self.path.name}:{self.line}"
+        return f"{self.source or self.path.name}:{self.line}"
+
+    @property
+    def fleet_host(self) -> str | None:
+        parts = Path(self.source).parts
+        return parts[0] if len(parts) > 1 else None
 
 
 def is_measured(record: dict[str, Any]) -> bool:
@@ -59,21 +66,22 @@ def is_measured(record: dict[str, Any]) -> bool:
 # --- loading -----------------------------------------------------------------------------------
 
 def load_records(raw_dir: Path) -> tuple[list[Path], list[Loaded]]:
-    """Every record of raw_dir/*.jsonl, schema-validated; any bad line is an error naming file and line."""
+    """Every record of raw_dir/*.jsonl and of raw_dir/<subfolders>/run_*.jsonl (a fleet's hosts),
+    schema-validated; any bad line is an error naming file and line."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise UserError(raw_dir, "raw data directory does not exist", "give --raw-dir the folder of run_*.jsonl files")
-    files = sorted(raw_dir.glob("*.jsonl"))
+    files = sorted(raw_dir.glob("*.jsonl")) + sorted(raw_dir.glob("*/**/run_*.jsonl"))
     loaded: list[Loaded] = []
     for path in files:
-        loaded += _load_file(path)
+        loaded += _load_file(path, path.relative_to(raw_dir).as_posix())
     if not loaded:
         raise UserError(raw_dir, "no records (*.jsonl files with at least one line)",
                         "run an experiment first (invoke run) or point --raw-dir at its output")
     return files, loaded
 
 
-def _load_file(path: Path) -> list[Loaded]:
+def _load_file(path: Path, source: str) -> list[Loaded]:
     out = []
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
@@ -90,7 +98,7 @@ def _load_file(path: Path) -> list[Loaded]:
             except RecordError as exc:
                 raise UserError(path, f"line {number} does not match schema/record-v1.json: {exc}",
                                 "re-record the cell, or remove the line") from None
-            out.append(Loaded(record, path, number))
+            out.append(Loaded(record, path, number, source))
     return out
 
 
@@ -117,8 +125,9 @@ def record_row(item: Loaded) -> dict[str, Any]:
     row["prov_host_memory_bandwidth_method"] = bandwidth.get("method")
     row["prov_null_reasons"] = json.dumps(prov.get("null_reasons") or {}, sort_keys=True)
     row["null_reasons"] = json.dumps(rec["null_reasons"], sort_keys=True)
-    row["source_file"] = item.path.name
+    row["source_file"] = item.source or item.path.name
     row["source_line"] = item.line
+    row["fleet_host"] = item.fleet_host
     return row
 
 

@@ -437,3 +437,82 @@ def load_config(config_dir: Path = CONFIG_DIR) -> Config:
     cfg = Config(root=config_dir, file_sha256=digests, **sections)  # type: ignore[arg-type]
     _check_references(cfg)
     return cfg
+
+
+# --- fleet.yaml (not part of the hashed CONFIG_FILES: it names a lab's machines, not the study) ---
+
+FLEET_FILE = "fleet.yaml"
+HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # becomes a folder name: data/raw/<host>/
+SECRET_ENV = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "PRIVATE_KEY", "PASSPHRASE")
+
+
+class FleetHost(Strict):
+    """One machine of the lab's bench, reached over SSH; credentials stay with SSH (agent, ssh config, a key file)."""
+
+    address: str = Field(min_length=1, description="host name, IP address or ~/.ssh/config alias")
+    port: int | None = Field(None, gt=0, lt=65536, description="SSH port; null: ssh config's, else 22")
+    user: str | None = Field(None, description="SSH user; null: ssh config's, else the local user")
+    identity_file: str | None = Field(None, description="path of a private key file; null: ssh agent / ssh config")
+    connect_timeout_s: float = Field(15, gt=0)
+    device: str = Field(description="device profile of configs/devices.yaml")
+    kit_path: str = Field(min_length=1, description="where the kit lives there: absolute, or relative to the "
+                                                    "user's home")
+    in_image: bool = Field(False, description="run in the device's toolchain image (true) or on the bare host")
+    env: dict[str, str] = Field(default_factory=dict, description="environment of the kit's commands there, "
+                                                                  "e.g. MOEBENCH_HOME, MOEBENCH_MODELS")
+
+
+class Fleet(Strict):
+    schema_version: int
+    hosts: dict[Annotated[str, Field(pattern=HOST_NAME)], FleetHost] = Field(min_length=1)
+
+
+def load_fleet(path: Path | None = None, cfg: Config | None = None) -> Fleet:
+    """Load and validate `fleet.yaml` (default: configs/fleet.yaml); with `cfg`, every host's device must
+    exist there, and have a toolchain image where the host runs in one."""
+    path = Path(path) if path is not None else CONFIG_DIR / FLEET_FILE
+    data = read_yaml(path)
+    _refuse_secrets(path, data)
+    fleet = parse_section(path, data, Fleet)
+    assert isinstance(fleet, Fleet)
+    places: dict[tuple[str, int | None, str | None, str], str] = {}
+    for name, host in fleet.hosts.items():
+        place = (host.address, host.port, host.user, host.kit_path.removeprefix("~/"))
+        if place in places:
+            raise ConfigError(path, f"hosts {places[place]} and {name} share one kit_path on one machine",
+                              "give each host its own kit_path", key=f"hosts.{name}.kit_path")
+        places[place] = name
+        if cfg is None:
+            continue
+        if host.device not in cfg.devices.devices:
+            raise ConfigError(path, f"device {host.device!r} is not in devices.yaml",
+                              f"use one of: {', '.join(cfg.devices.devices)}", key=f"hosts.{name}.device")
+        if host.in_image and cfg.devices.devices[host.device].image is None:
+            raise ConfigError(path, f"device {host.device!r} has no toolchain image", "set in_image: false",
+                              key=f"hosts.{name}.in_image")
+    return fleet
+
+
+def _refuse_secrets(path: Path, data: Any) -> None:
+    """A key, a password or a token in fleet.yaml is refused before validation, whose errors quote values."""
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    for name, host in (hosts or {}).items() if isinstance(hosts, dict) else ():
+        if not isinstance(host, dict):
+            continue
+        key = f"hosts.{name}"
+        secret_keys = [k for k in host if any(word in str(k).upper() for word in (*SECRET_ENV, "KEY"))
+                       and k != "identity_file"]
+        if secret_keys:
+            raise ConfigError(path, "a credential does not belong in fleet.yaml (its value is not shown)",
+                              "remove it; SSH takes keys from identity_file (a path), the ssh agent or ~/.ssh/config",
+                              key=f"{key}.{secret_keys[0]}")
+        identity = host.get("identity_file")
+        if isinstance(identity, str) and ("\n" in identity or "PRIVATE KEY" in identity):
+            raise ConfigError(path, "identity_file holds key text (not shown), not a path",
+                              "give the path of the key file", key=f"{key}.identity_file")
+        env = host.get("env")
+        for variable in env if isinstance(env, dict) else ():
+            if any(word in str(variable).upper() for word in SECRET_ENV):
+                raise ConfigError(path, f"{variable} looks like a secret, which the fleet would send and log "
+                                        "(its value is not shown)",
+                                  "set it in that host's own environment instead", key=f"{key}.env.{variable}")

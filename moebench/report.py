@@ -464,6 +464,81 @@ def section_reference(analysis: AnalysisResult, reference_dir: Path) -> str:
     return "\n".join(lines)
 
 
+# --- verification against another lab -----------------------------------------------------------
+
+VERIFICATION_FILE = "verification.json"
+VERIFICATION_HEADING = "## Verification"
+
+
+def _digest_cell(side: dict[str, Any] | None) -> str:
+    return "absent" if side is None else f"`{side['digest']}`"
+
+
+def section_verification(output_dir: Path) -> str | None:
+    """Which binaries matched another lab's and which numbers agree, from the last `invoke compare` of a
+    bundle (output_dir/verification.json); None when no bundle has been compared."""
+    path = Path(output_dir) / VERIFICATION_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    artifacts = data["artifacts"]
+    binaries = [a for a in artifacts if a["name"].startswith("binary ")]
+    matched = [a for a in binaries if a["status"] == "IDENTICAL"]
+    signers = {side: ", ".join(f"`{k}`" for k in data[side]["signers"]) or "no signed attestation"
+               for side in ("a", "b")}
+    lines = [VERIFICATION_HEADING, "",
+             f"`invoke compare` of A `{data['a']['source']}` (signed by {signers['a']}) with B "
+             f"`{data['b']['source']}` (signed by {signers['b']}): **{data['verdict']}**.", "",
+             f"Binaries: {len(matched)} of {len(binaries)} identical.", ""]
+    if artifacts:
+        lines += [table(["artifact", "status", "A", "B"],
+                        [[a["name"], a["status"], _digest_cell(a["a"]), _digest_cell(a["b"])] for a in artifacts]), ""]
+    lines += [f"- {note}" for note in data["artifact_notes"]]
+    metrics = data["metrics"]
+    if metrics:
+        agree = sum(m["verdict"] == "agree" for m in metrics)
+
+        def number(value: float | None) -> str:
+            return DASH if value is None else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+
+        def interval(v: list) -> str:
+            return number(v[0]) + (f" [{number(v[1])}, {number(v[2])}]" if v[1] is not None else "")
+
+        lines += ["", f"Numbers: {agree} of {len(metrics)} headline metrics agree (their two labs' 95% intervals "
+                      f"overlap). B/A: {data['ratio_method']}.", "",
+                  table(["cell", "metric", "n A / B", "A", "B", "overlap", "B/A", "verdict"],
+                        [[m["cell"], m["metric"], f"{m['n_a']} / {m['n_b']}", interval(m["a"]), interval(m["b"]),
+                          DASH if m["overlap"] is None else ("yes" if m["overlap"] else "no"),
+                          interval([m["ratio"], m["ratio_low"], m["ratio_high"]]), m["verdict"]] for m in metrics])]
+    lines += [f"- {note}" for note in data["record_notes"]]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+
+
+def put_section(output_dir: Path, heading: str, section: str) -> Path | None:
+    """Put `section` (its first line is `heading`) at the end of an existing output_dir/REPORT.md,
+    replacing an earlier section of that heading; how stages after the analysis (compare, fleet)
+    add to the report without a second writer of it."""
+    report = Path(output_dir) / "REPORT.md"
+    if not report.is_file():
+        return None
+    text = report.read_text(encoding="utf-8")
+    start = text.find("\n" + heading + "\n")
+    if start >= 0:
+        following = text.find("\n## ", start + 1)
+        text = text[:start] + (text[following:] if following >= 0 else "\n")
+    text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    partial = report.with_name(report.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(report)
+    return report
+
+
+def add_verification_section(output_dir: Path) -> Path | None:
+    """Put the Verification section into an existing output_dir/REPORT.md (replacing an earlier one)."""
+    section = section_verification(output_dir)
+    return None if section is None else put_section(output_dir, VERIFICATION_HEADING, section)
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 def write_report(cfg: Config, analysis: AnalysisResult, output_dir: Path, reference_dir: Path | None = None) -> Path:
@@ -482,6 +557,7 @@ def write_report(cfg: Config, analysis: AnalysisResult, output_dir: Path, refere
         section_sequence(analysis), section_threads(analysis), section_roofline(analysis),
         section_figures(output_dir), section_failures(analysis), section_verdicts(cfg, analysis),
         section_reference(analysis, Path(reference_dir)) if reference_dir is not None else None,
+        section_verification(output_dir),
     ]
     text = re.sub(r"\n{3,}", "\n\n", "\n\n".join(p for p in parts if p is not None)) + "\n"
     path = output_dir / "REPORT.md"
