@@ -49,7 +49,7 @@ from typing import Any
 
 from moebench import paths
 from moebench.config import Config
-from moebench.errors import IntegrityError, UserError
+from moebench.errors import IntegrityError, OutputWriteError, UserError, WRITE_ERRNOS, is_write_error
 from moebench.hashing import git_tree_hash, sha256_file, sha256_files
 from moebench.source import fetch_source
 
@@ -333,8 +333,34 @@ def build(cfg: Config, device_name: str, pin_name: str, jobs: int | None = None,
         verify_binaries(existing, build_dir)  # refuses on a tampered binary (see module docstring)
         _say(progress, f"build {build_dir} is up to date ({len(existing['binaries'])} binaries verified)")
         return existing
-    return _full_build(cfg, device_name, pin_name, tree, tools, plan, patch_path, patch_sha, print_, build_dir,
-                       place, jobs or os.cpu_count() or 1, progress)
+    try:
+        return _full_build(cfg, device_name, pin_name, tree, tools, plan, patch_path, patch_sha, print_, build_dir,
+                           place, jobs or os.cpu_count() or 1, progress)
+    except OSError as exc:
+        if not _disk_refused(exc):
+            raise
+        # the manifest is written last (atomically): without it the half build is never used; it is
+        # removed to give the space back
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise OutputWriteError(build_dir, f"the build could not write its files ({_os_reason(exc)}); the half build "
+                               "was removed and no manifest names it",
+                               f"free space (or make it writable), then run: invoke build --device {device_name} "
+                               f"--pin {pin_name}") from None
+
+
+def _disk_refused(exc: OSError) -> bool:
+    """A write error, also inside shutil.copytree's collected errors (which lose the errno)."""
+    if is_write_error(exc):
+        return True
+    reasons = [str(why) for *_, why in exc.args[0]] if isinstance(exc, shutil.Error) and exc.args and \
+        isinstance(exc.args[0], list) else []
+    return any(f"[Errno {code}]" in why for why in reasons for code in WRITE_ERRNOS)
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        return str(exc.args[0][0][-1])
+    return exc.strerror or str(exc)
 
 
 def _existing_manifest(device: str, pin: str, work_root: Path | None) -> dict[str, Any] | None:
@@ -405,7 +431,10 @@ def _full_build(cfg: Config, device_name: str, pin_name: str, tree, tools: dict[
     }
     text = json.dumps(manifest, indent=2) + "\n"
     tmp = build_dir / "manifest.json.tmp"
-    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, build_dir / "manifest.json")
     _say(progress, _summary(manifest))
     return json.loads(text)

@@ -1,6 +1,7 @@
 """How a cell reaches llama.cpp: one llama-cli process per cell, or one request to a persistent
-llama-server. Both take argument lists (never shell strings), run in their own session so a Ctrl-C
-on the terminal reaches only the harness, and turn every way a process can end into an outcome.
+llama-server. Both take argument lists (never shell strings), are started through children.py (own
+session, so a Ctrl-C on the terminal reaches only the harness; no child outlives the harness), and
+turn every way a process can end into an outcome. llama-server gets a random API key per run.
 
 What each runner measures (timings themselves always come from llama.cpp's own counters):
 - cli: load_ms, prefill and generation from the perf footer; the harness's first stdout byte comes
@@ -16,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from moebench import parse, parse_router
+from moebench import children, parse, parse_router
 from moebench.plan import Cell, Knobs
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
@@ -143,11 +145,7 @@ def failure(reason: str, message: str, stderr: str = "", exit_code: int | None =
             "stderr_tail": parse.tail(stderr)}
 
 
-def _kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+_kill_group = children.kill_group
 
 
 # --- engines ------------------------------------------------------------------------------------
@@ -167,6 +165,7 @@ class Engine:
         self.env = {**os.environ, **env} if env else None
         self.aborted = False
         self._current: subprocess.Popen[Any] | None = None
+        self.pid_file: Path | None = None  # where a persistent server announces itself (children.py)
 
     def abort(self) -> None:
         self.aborted = True
@@ -213,8 +212,8 @@ class CliEngine(Engine):
         preexec = type(self).preexec_for_cell(cell) if type(self).preexec_for_cell else None
         with tempfile.TemporaryFile(dir=self.workdir) as err:
             started = time.monotonic()
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    start_new_session=True, preexec_fn=preexec, env=self.env)
+            proc = children.start(args, preexec=preexec, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=err, env=self.env)
             self._current = proc
             oom_counter = memory_cgroup_counter(proc.pid)
             oom_before = read_oom_kill(oom_counter)
@@ -231,15 +230,17 @@ class CliEngine(Engine):
             finally:
                 timer.cancel()
             proc.returncode = os.waitstatus_to_exitcode(status)
+            children.forget(proc)
             wall_ms = (time.monotonic() - started) * 1000.0
             monitors.stop()
             self._current = None
             reader.join(timeout=5)
             err.seek(0)
             stderr = err.read().decode("utf-8", errors="replace")
+        stdout = b"".join(stdout_chunks)
         outcome = Outcome(details={"rusage_maxrss_kib": rusage.ru_maxrss, "argv": args,
                                    "first_stdout_byte_ms": round(first_byte[0], 3) if first_byte else None,
-                                   "stdout_bytes": sum(len(c) for c in stdout_chunks)})
+                                   "stdout_bytes": len(stdout), "stdout_utf8_valid": _utf8_valid(stdout)})
         if self.aborted:
             outcome.interrupted = True
             return outcome
@@ -270,6 +271,15 @@ class CliEngine(Engine):
         return outcome
 
 
+def _utf8_valid(data: bytes) -> bool:
+    """Tokens are bytes: a random-weight model readily emits sequences that are not UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _read_stdout(proc: subprocess.Popen[bytes], started: float, first: list[float], chunks: list[bytes]) -> None:
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -289,10 +299,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_args(binary: Path, model: Path, knobs: Knobs, port: int) -> list[str]:
+def server_args(binary: Path, model: Path, knobs: Knobs, port: int, api_key_file: Path | None = None) -> list[str]:
+    """The key is passed as a file (mode 0600 in the run's private work directory): an --api-key on
+    the command line would be readable by every local user in `ps`."""
+    key = ["--api-key-file", str(api_key_file)] if api_key_file is not None else []
     return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", "1",
             "-c", str(knobs.ctx_size), "-b", str(knobs.batch_size), "-ub", str(knobs.ubatch_size),
-            "-t", str(knobs.threads), "-ngl", str(knobs.n_gpu_layers), "--seed", str(knobs.seed)]
+            "-t", str(knobs.threads), "-ngl", str(knobs.n_gpu_layers), "--seed", str(knobs.seed), *key]
+
+
+def new_api_key(workdir: Path) -> tuple[str, Path]:
+    """A random key for this run's llama-server, in a file only this user can read; never recorded."""
+    key = secrets.token_urlsafe(32)
+    path = workdir / "api-key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key, path
 
 
 class ServerEngine(Engine):
@@ -309,15 +332,23 @@ class ServerEngine(Engine):
         self._log: Path | None = None
         self._start_ms: float | None = None
         self._start_failure: dict[str, Any] | None = None
+        self._api_key, self._api_key_file = new_api_key(workdir)
+
+    def _scrub(self, text: str) -> str:
+        """llama-server logs the key's last characters; logs reach records as stderr tails."""
+        return text.replace(self._api_key, "<api key>").replace(f"****{self._api_key[-4:]}", "****")
 
     def _stop_server(self) -> None:
         if self._current is not None:
             _kill_group(self._current, signal.SIGTERM)
+            _kill_group(self._current, signal.SIGCONT)  # a stopped (hung) server must run to see the TERM
             try:
                 self._current.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 _kill_group(self._current)
                 self._current.wait()
+            children.forget(self._current)
+            children.remove_pid_file(self.pid_file)
         self._current, self._key = None, None
 
     def _ensure_server(self, model: Path, knobs: Knobs) -> None:
@@ -327,16 +358,19 @@ class ServerEngine(Engine):
         self._stop_server()
         self._port = free_port()
         self._log = self.workdir / f"server-{len(list(self.workdir.glob('server-*.log')))}.log"
-        args = server_args(self.binary, model, knobs, self._port)
+        args = server_args(self.binary, model, knobs, self._port, self._api_key_file)
         started = time.monotonic()
         with open(self._log, "wb") as log:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=self.env)
+            proc = children.start(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        if self.pid_file is not None:
+            children.write_pid_file(self.pid_file, proc.pid, self._port)
         self._current, self._key, self._start_failure = proc, key, None
         self._oom_counter = memory_cgroup_counter(proc.pid)
         while time.monotonic() - started < SERVER_START_TIMEOUT_S and not self.aborted:
             if proc.poll() is not None:
-                self._start_failure = classify_exit(proc.returncode, self._log.read_text(errors="replace"),
+                children.forget(proc)
+                children.remove_pid_file(self.pid_file)
+                self._start_failure = classify_exit(proc.returncode, self._scrub(self._log.read_text(errors="replace")),
                                                     timed_out=False, oom_before=None, oom_after=None,
                                                     oom_in_kernel_log=False)
                 self._current, self._key = None, None
@@ -377,7 +411,8 @@ class ServerEngine(Engine):
         first_token_ms, final, error = None, None, None
         conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=self.timeout_s)
         try:
-            conn.request("POST", "/completion", body=body, headers={"Content-Type": "application/json"})
+            conn.request("POST", "/completion", body=body, headers={"Content-Type": "application/json",
+                                                                    "Authorization": f"Bearer {self._api_key}"})
             response = conn.getresponse()
             if response.status != 200:
                 error = f"HTTP {response.status}: {response.read()[:500]!r}"
@@ -401,7 +436,8 @@ class ServerEngine(Engine):
         wall_ms = (time.monotonic() - sent) * 1000.0
         monitors.stop()
         outcome = Outcome(details={"server_start_ms": round(self._start_ms, 3) if self._start_ms else None,
-                                   "server_argv": server_args(self.binary, model, cell.knobs, self._port)})
+                                   "server_argv": server_args(self.binary, model, cell.knobs, self._port,
+                                                              self._api_key_file)})
         if self.aborted:
             outcome.interrupted = True
             return outcome
@@ -418,6 +454,14 @@ class ServerEngine(Engine):
                             "wall_ms": round(wall_ms, 3),
                             "ttft_ms": round(first_token_ms, 3) if first_token_ms is not None else None}
         outcome.details["predicted_n"] = timings.predicted_n
+        if final.get("truncated"):
+            # llama-server cuts a prompt that does not fit the context and carries on; llama-cli
+            # refuses it. Either way the cell did not measure what it names.
+            outcome.failure = failure("nonzero_exit", f"llama-server truncated the request: the prompt "
+                                      f"({timings.prompt_tokens} tokens kept) and n_predict do not fit the context "
+                                      f"of {cell.knobs.ctx_size} tokens")
+            outcome.measured = {}
+            return outcome
         outcome.null_reasons["load_ms"] = ("server runner: the model loads once per server start, not per cell "
                                            "(see monitors.engine.server_start_ms)")
         if first_token_ms is None:
@@ -425,7 +469,7 @@ class ServerEngine(Engine):
         return outcome
 
     def _request_failure(self, proc: subprocess.Popen[Any], error: str, oom_before: int | None) -> dict[str, Any]:
-        log = self._log.read_text(errors="replace") if self._log else ""
+        log = self._scrub(self._log.read_text(errors="replace")) if self._log else ""
         timed_out = error == "timeout" or "timed out" in error
         if timed_out:
             self._stop_server()
@@ -434,6 +478,8 @@ class ServerEngine(Engine):
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return failure("nonzero_exit", f"llama-server request failed while the server lives: {error}", log)
+        children.forget(proc)
+        children.remove_pid_file(self.pid_file)
         self._current, self._key = None, None
         result = classify_exit(proc.returncode, log, timed_out=False, oom_before=oom_before,
                                oom_after=read_oom_kill(self._oom_counter) if oom_before is not None else None,

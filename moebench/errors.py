@@ -7,6 +7,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
@@ -33,3 +34,21 @@ class ConfigError(UserError):
 
 class IntegrityError(UserError):
     """A hash does not match its pin: a source archive, a source tree, a binary or a model."""
+
+
+class OutputWriteError(UserError):
+    """A file could not be written: a full disk, a read-only file system, an I/O error. Never a half
+    file that looks complete: what was written is kept whole or removed."""
+
+
+# OS errors that mean "this disk cannot take the write", as opposed to a bug in the kit.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.EACCES,
+                          errno.EPERM})
+
+
+def is_write_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+
+
+def describe_os_error(exc: OSError) -> str:
+    return exc.strerror or str(exc)

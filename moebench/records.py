@@ -2,7 +2,10 @@
 
 A record is written only after it validates; each one is a single append of one line, flushed and
 fsynced, so a crash loses at most the cell in flight and never leaves a half-valid file. The output
-is guarded by an exclusive lock on `<output>.lock` so two runs cannot interleave lines.
+is guarded by an exclusive lock on `<output>.lock` so two runs cannot interleave lines. A write the
+disk refuses (full, read-only, I/O error) is cut back to the last whole record where the disk allows
+it, else the torn tail is dropped at the next --resume; either way an OutputWriteError says how many
+records the file holds.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Iterator
 
 import jsonschema
 
-from moebench.errors import UserError
+from moebench.errors import OutputWriteError, UserError, describe_os_error, is_write_error
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "record-v1.json"
 
@@ -81,14 +84,25 @@ class RecordWriter:
     def __init__(self, path: Path, resume: bool):
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = self._acquire_lock()
+        self.saved = 0  # complete records in the file
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._acquire_lock()
             self.done_keys = self._open_existing(resume)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             _fsync_dir(path.parent)
+        except OSError as exc:
+            self.close()
+            if not is_write_error(exc):
+                raise
+            where = exc.filename or path
+            raise OutputWriteError(where, f"cannot write the run's output ({describe_os_error(exc)}); "
+                                   f"{_count_readable(path)} records are saved in {path}",
+                                   "free space or make the output writable, or give another --output") from None
         except BaseException:
-            self._release_lock()
+            self.close()
             raise
 
     def _acquire_lock(self) -> int:
@@ -112,7 +126,9 @@ class RecordWriter:
             raise UserError(self.path, "output already holds records",
                             "use --resume to continue it, or give a different --output")
         self._drop_torn_tail()
-        return {record["cell_key"] for record in read_records(self.path)}
+        keys = [record["cell_key"] for record in read_records(self.path)]
+        self.saved = len(keys)
+        return set(keys)
 
     def _drop_torn_tail(self) -> None:
         """A line without its newline is a write the crash interrupted; it never validated as written."""
@@ -126,11 +142,31 @@ class RecordWriter:
     def append(self, record: dict[str, Any]) -> None:
         validate_record(record)
         line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-        written = os.write(self._fd, line)
-        if written != len(line):
-            raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
-        os.fsync(self._fd)
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(line)
+            while view:  # a full disk takes part of the line, then refuses the rest
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError as exc:
+            if not is_write_error(exc):
+                raise
+            torn = self._cut_back(size)
+            raise OutputWriteError(self.path, f"writing record {self.saved + 1} failed ({describe_os_error(exc)}); "
+                                   f"{self.saved} records are saved{torn}",
+                                   "free space or make the output writable") from None
+        self.saved += 1
         self.done_keys.add(record["cell_key"])
+
+    def _cut_back(self, size: int) -> str:
+        """Drop the part of the failed line that reached the file; '' or why it is still there."""
+        try:
+            os.ftruncate(self._fd, size)
+            os.fsync(self._fd)
+            return ""
+        except OSError:
+            return " (the torn last line is dropped by --resume)"
 
     def close(self) -> None:
         if self._fd is not None:
@@ -149,6 +185,13 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _count_readable(path: Path) -> int:
+    try:
+        return sum(1 for _ in read_records(path))
+    except (OSError, ValueError):
+        return 0
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -11,12 +11,13 @@ a repeated command never records a cell twice. A fresh reproduction takes a new 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from moebench.config import Config, load_config
-from moebench.errors import IntegrityError
+from moebench.errors import IntegrityError, OutputWriteError, describe_os_error, is_write_error
 from moebench.run import output_path, run_experiment, utc_stamp
 
 
@@ -27,7 +28,14 @@ class StageTimes:
     def timed(self, name: str, fn, *args, **kwargs):
         print(f"== {name}", flush=True)
         start = time.monotonic()
-        result = fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except OSError as exc:
+            if not is_write_error(exc):
+                raise
+            raise OutputWriteError(exc.filename or name, f"the {name} stage could not write "
+                                   f"({describe_os_error(exc)})", "free space or make it writable, then run the same "
+                                   "command again: finished stages are not repeated") from None
         self.rows.append((name, time.monotonic() - start, ""))
         return result
 
@@ -58,9 +66,23 @@ def _run_outputs(state_file: Path, device: str, experiments: tuple[str, ...]) ->
             return {name: Path(path) for name, path in state["outputs"].items()}
     stamp = utc_stamp()
     outputs = {name: output_path(state_file.parent, stamp, device, name) for name in experiments}
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": False}, indent=2))
+    _write_state(state_file, outputs, complete=False)
     return outputs
+
+
+def _write_state(state_file: Path, outputs: dict[str, Path], complete: bool) -> None:
+    """Written whole or not at all: a torn state file would start a second reproduction."""
+    tmp = state_file.with_name(state_file.name + ".tmp")
+    try:
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": complete}, indent=2))
+        os.replace(tmp, state_file)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if not is_write_error(exc):
+            raise
+        raise OutputWriteError(state_file, f"cannot record the reproduction's state ({describe_os_error(exc)})",
+                               "free space or make --raw-dir writable, then run the same command again") from None
 
 
 def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source: str | None,
@@ -107,7 +129,7 @@ def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source:
             print(stages.render())
             print(f"interrupted: run the same command again to resume ({state_file})")
             return stages
-    state_file.write_text(json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": True}, indent=2))
+    _write_state(state_file, outputs, complete=True)
 
     analysis = stages.timed("analyze", analyze, cfg, raw_dir, output_dir)
     stages.note(analysis.describe())

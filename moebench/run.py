@@ -1,9 +1,12 @@
 """Run one experiment matrix: plan -> engine (cli or server) -> monitors -> validated records.
 
 Safety: records are validated before they are written and fsynced one by one; a crashed, killed,
-timed-out or OOM-killed llama.cpp becomes a failure record and the matrix goes on; Ctrl-C aborts
-the cell in flight, writes nothing for it and says how to resume; `resume` skips recorded cells;
-a second run on the same output is refused by a lock.
+timed-out or OOM-killed llama.cpp becomes a failure record and the matrix goes on; Ctrl-C or SIGTERM
+(once or more) aborts the cell in flight, writes nothing for it and says how to resume; `resume`
+skips recorded cells; a second run on the same output is refused by a lock. A full disk, a write
+error or a read-only output stops the run with one line (the file, the records saved, the resume
+command); a model file that changes during the run stops it the same way. No llama.cpp process
+outlives the harness (children.py).
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from moebench import engines, plan as planning, provenance
+from moebench import children, engines, plan as planning, provenance
 from moebench.config import Config
-from moebench.errors import IntegrityError, UserError
+from moebench.errors import IntegrityError, OutputWriteError, UserError
 from moebench.hashing import sha256_file
 from moebench.monitors import create_monitors, merge_results
 from moebench.paths import raw_dir
@@ -161,6 +164,9 @@ class _Context:
     run_provenance: dict[str, Any]
     models: dict[str, tuple[Path | None, str | None, int | None, str | None]]
     router_overhead: bool = False  # a *_patched device: llama-cli times the router node by node
+    resume_command: str = ""
+    output: Path | None = None
+    model_stats: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smoke: bool = False,
@@ -193,29 +199,70 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
         print(f"warning: running unverified ({verify_reason}); every record says so", file=sys.stderr)
 
     summary = RunSummary(output=output, runner_mode=mode, cells_total=len(the_plan.cells))
-    with RecordWriter(output, resume=resume) as writer:
-        _check_resume_matches(output, writer, device, experiment, models_source, scale)
-        todo = [cell for cell in the_plan.cells if cell.cell_key not in writer.done_keys]
-        summary.cells_skipped = len(the_plan.cells) - len(todo)
-        if summary.cells_skipped:
-            for record in read_records(output):
-                summary.add(record)
-        ctx = _Context(cfg=cfg, device=device, run_id=_run_id(device, experiment), runner_mode=mode,
-                       models_source=models_source, replica_scale=scale,
-                       run_provenance=provenance.collect_run_provenance(
-                           cfg, device=device, pin=pin, manifest=manifest, manifest_reason=manifest_reason,
-                           binary_name=binary_name, binary_path=binary, command_line=list(sys.argv),
-                           allow_unverified=allow_unverified, verified=verified),
-                       models={m: _model_file(cfg, m, models_source, scale) for m in dict.fromkeys(c.model_id for c in todo)},
-                       router_overhead=dev.patch is not None)
-        print(f"{experiment} on {device}: {len(todo)} cells to run ({summary.cells_skipped} already recorded), "
-              f"runner {mode}, output {output}", flush=True)
-        _run_cells(ctx, todo, writer, summary, binary, float(_timeout(cfg, experiment)))
-    print(summary.render())
-    if summary.interrupted:
-        print(f"interrupted: nothing partial was written. Resume with the same command plus --resume "
-              f"(--output {output})", file=sys.stderr)
+    resume_command = _resume_command(device, experiment, output, smoke, only_models, threads_override,
+                                     models_source, scale, pin)
+    if output.parent.is_dir():
+        for line in children.stale_servers(output.parent):
+            print(line, file=sys.stderr)
+    with _Interrupt() as interrupt:
+        try:
+            with RecordWriter(output, resume=resume) as writer:
+                _check_resume_matches(output, writer, device, experiment, models_source, scale)
+                todo = [cell for cell in the_plan.cells if cell.cell_key not in writer.done_keys]
+                summary.cells_skipped = len(the_plan.cells) - len(todo)
+                if summary.cells_skipped:
+                    for record in read_records(output):
+                        summary.add(record)
+                ctx = _Context(cfg=cfg, device=device, run_id=_run_id(device, experiment), runner_mode=mode,
+                               models_source=models_source, replica_scale=scale,
+                               run_provenance=provenance.collect_run_provenance(
+                                   cfg, device=device, pin=pin, manifest=manifest, manifest_reason=manifest_reason,
+                                   binary_name=binary_name, binary_path=binary, command_line=list(sys.argv),
+                                   allow_unverified=allow_unverified, verified=verified),
+                               models={m: _model_file(cfg, m, models_source, scale) for m in dict.fromkeys(c.model_id for c in todo)},
+                               router_overhead=dev.patch is not None, resume_command=resume_command, output=output)
+                ctx.model_stats = {m: _stat_key(path) for m, (path, *_) in ctx.models.items() if path is not None}
+                print(f"{experiment} on {device}: {len(todo)} cells to run ({summary.cells_skipped} already recorded), "
+                      f"runner {mode}, output {output}", flush=True)
+                _run_cells(ctx, todo, writer, summary, binary, float(_timeout(cfg, experiment)), interrupt)
+        except OutputWriteError as exc:
+            raise OutputWriteError(exc.where, exc.problem, f"{exc.fix}, then resume: {resume_command}") from None
+        print(summary.render())
+        if summary.interrupted:
+            print(f"interrupted: nothing partial was written. Resume with: {resume_command}", file=sys.stderr)
     return summary
+
+
+def _resume_command(device: str, experiment: str, output: Path, smoke: bool, only_models: Any,
+                    threads_override: int | None, models_source: str, scale: str | None, pin: str) -> str:
+    """The `invoke run` that continues this run into the same output."""
+    parts = ["invoke", "run", f"--device={device}", f"--experiment={experiment}", f"--pin={pin}",
+             f"--models={models_source}"]
+    parts += [f"--scale={scale}"] if scale else []
+    parts += ["--smoke"] if smoke else []
+    parts += [f"--only-models={','.join(only_models)}"] if only_models else []
+    parts += [f"--threads-override={threads_override}"] if threads_override else []
+    return " ".join(parts + ["--resume", f"--output={output}"])
+
+
+def _stat_key(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced or rewritten in place (its hash is taken once, at the start)."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _check_model_unchanged(ctx: _Context, model_id: str, saved: int) -> None:
+    path, sha, _, _ = ctx.models[model_id]
+    if path is None:
+        return
+    try:
+        now = _stat_key(path)
+    except OSError:
+        now = ()
+    if now != ctx.model_stats.get(model_id):
+        raise IntegrityError(path, f"the model file changed during the run (it hashed to {sha} when the run started); "
+                             f"the run stopped before its next cell, {saved} records are saved in {ctx.output}",
+                             f"put the pinned file back (invoke verify checks it), then resume: {ctx.resume_command}")
 
 
 def _runner_mode(dev: Any, device: str, requested: str | None) -> str:
@@ -260,10 +307,13 @@ def _model_file(cfg: Config, model_id: str, source: str, scale: str | None
 
 
 class _Interrupt:
-    """First SIGINT/SIGTERM aborts the cell in flight; the loop then stops without writing it."""
+    """SIGINT/SIGTERM abort the cell in flight; the loop then stops without writing it. The handlers
+    stay in place until the engine has stopped its children and the summary is printed, so a second
+    Ctrl-C during that cleanup changes nothing; after an interrupted run they stay for good: the
+    process is on its way out, and a Ctrl-C pressed twice must not end it in a traceback."""
 
-    def __init__(self, engine: engines.Engine):
-        self.engine = engine
+    def __init__(self) -> None:
+        self.engine: engines.Engine | None = None
         self.hit = False
         self._previous: dict[int, Any] = {}
 
@@ -274,34 +324,40 @@ class _Interrupt:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.hit = True
-        self.engine.abort()
+        if self.engine is not None:
+            self.engine.abort()
 
     def __exit__(self, *exc: object) -> None:
+        if self.hit:
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
 def _run_cells(ctx: _Context, todo: list[planning.Cell], writer: RecordWriter, summary: RunSummary,
-               binary: Path, timeout_s: float) -> None:
+               binary: Path, timeout_s: float, interrupt: _Interrupt) -> None:
     monitors = create_monitors(ctx.cfg.device(ctx.device).monitors)
     with tempfile.TemporaryDirectory(prefix="moebench-run-") as work:
         engine = engines.ENGINES[ctx.runner_mode](binary, Path(work), timeout_s, env=ctx.cfg.device(ctx.device).env)
+        engine.pid_file = children.pid_file_for(writer.path)
+        interrupt.engine = engine
         started = time.monotonic()
         try:
-            with _Interrupt(engine) as interrupt:
-                for index, cell in enumerate(todo, 1):
-                    if interrupt.hit:
-                        break
-                    record = _run_one(ctx, engine, monitors, cell)
-                    if record is None or interrupt.hit:
-                        break
-                    writer.append(record)
-                    summary.cells_written += 1
-                    summary.add(record)
-                    _progress(index, len(todo), started, record)
-                summary.interrupted = interrupt.hit
+            for index, cell in enumerate(todo, 1):
+                if interrupt.hit:
+                    break
+                _check_model_unchanged(ctx, cell.model_id, writer.saved)
+                record = _run_one(ctx, engine, monitors, cell)
+                if record is None or interrupt.hit:
+                    break
+                writer.append(record)
+                summary.cells_written += 1
+                summary.add(record)
+                _progress(index, len(todo), started, record)
+            summary.interrupted = interrupt.hit
         finally:
             engine.close()
+            interrupt.engine = None
             for monitor in monitors:
                 monitor.close()
 

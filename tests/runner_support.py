@@ -11,6 +11,7 @@ replaces `resolve_model_path` (`swap_model`).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -83,11 +84,11 @@ def swap_model(monkeypatch, model: Path) -> None:
     monkeypatch.setattr(run, "resolve_model_path", lambda cfg, model_id, source, scale: model)
 
 
-def run_smoke(cfg_dir: Path, output: Path, mode: str, resume: bool = False):
-    """The smoke matrix of MODEL through run_experiment, verified (no --allow-unverified)."""
+def run_smoke(cfg_dir: Path, output: Path, mode: str, resume: bool = False, model: str = MODEL):
+    """The smoke matrix of `model` through run_experiment, verified (no --allow-unverified)."""
     from moebench import run
 
-    return run.run_experiment(load_config(cfg_dir), DEVICE, EXPERIMENT, output, smoke=True, only_models=[MODEL],
+    return run.run_experiment(load_config(cfg_dir), DEVICE, EXPERIMENT, output, smoke=True, only_models=[model],
                               threads_override=THREADS, resume=resume, allow_unverified=False, pin=PIN,
                               runner_mode=mode)
 
@@ -109,8 +110,13 @@ def assert_kit_provenance(record: dict[str, Any], bin_dir: Path) -> None:
 def main(argv: list[str]) -> int:
     """`runner_support.py CFG_DIR OUTPUT MODE new|resume BIN_DIR MODEL`: one smoke run in this
     process (the SIGINT and lock tests drive it as a subprocess). Exits 3 when run.py would not run
-    the given pinned build and replica, 2 on a user error, 130 when interrupted."""
+    the given pinned build and replica, 2 on a user error, 130 when interrupted.
+    MOEBENCH_TEST_CLOCK_JUMP_S=N steps the wall clock N seconds back after the first record's start."""
     from moebench.errors import UserError
+
+    jump = float(os.environ.get("MOEBENCH_TEST_CLOCK_JUMP_S", "0"))
+    if jump:
+        step_wall_clock_back(jump)
 
     cfg_dir, output, mode, resume, bin_dir, model = argv
     problem = kit_resolution_problem(Path(cfg_dir), mode, Path(bin_dir), Path(model))
@@ -123,6 +129,32 @@ def main(argv: list[str]) -> int:
         print(exc.one_line(), file=sys.stderr)
         return 2
     return 130 if summary.interrupted else 0
+
+
+def step_wall_clock_back(seconds: float) -> None:
+    """Once the first cell has run, the wall clock (time.time and the records' started_at) is
+    `seconds` behind: what an NTP step or a manual `date -s` mid-run looks like to the harness."""
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from moebench import engines, provenance
+
+    jumped = [False]
+    real_time = time.time
+
+    def utc_now() -> str:
+        now = datetime.now(timezone.utc) - (timedelta(seconds=seconds) if jumped[0] else timedelta())
+        return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    for engine in engines.ENGINES.values():
+        def run_cell(self, *args, _original=engine.run_cell):
+            try:
+                return _original(self, *args)
+            finally:
+                jumped[0] = True
+        engine.run_cell = run_cell
+    provenance.utc_now = utc_now
+    time.time = lambda: real_time() - (seconds if jumped[0] else 0.0)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from moebench import paths
 from moebench.config import Config, HubFile
-from moebench.errors import ConfigError, IntegrityError, UserError
+from moebench.errors import ConfigError, IntegrityError, OutputWriteError, UserError, describe_os_error, is_write_error
 from moebench.hashing import sha256_file
 
 HASHES_FILE = "model_hashes.txt"
@@ -132,6 +132,13 @@ def download_model(cfg: Config, model_id: str, out_dir: Path | None = None, toke
         local = Path(hf_hub_download(repo_id=hub.repo, filename=hub.filename, revision=revision,
                                      cache_dir=cache_dir, token=token, endpoint=_endpoint()))
     except Exception as exc:
+        if isinstance(exc, OSError) and is_write_error(exc):
+            # huggingface_hub writes `<blob>.incomplete` and renames it only once complete
+            raise OutputWriteError(exc.filename or cache_dir, f"the download of {hub.repo}@{revision}/{hub.filename} "
+                                   f"could not be written ({describe_os_error(exc)}); the part received is kept as "
+                                   "an .incomplete file, never as the model",
+                                   "free space (or make the cache writable), then run the same command again: it "
+                                   "resumes") from None
         if _is_transfer_error(exc):
             raise _hub_errors(hub, revision, exc) from None
         raise
@@ -168,11 +175,22 @@ def record_hash(sha256: str, model_id: str, source: str) -> Path:
     line = f"{sha256}  {model_id}  {source}"
     existing = target.read_text(encoding="utf-8").splitlines() if target.is_file() else []
     if line not in existing:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        kept = "".join(f"{old}\n" for old in existing)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(kept + line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if not is_write_error(exc):
+                raise
+            raise OutputWriteError(target, f"could not record the verified hash ({describe_os_error(exc)}); the file "
+                                   "is unchanged", "free space (or make it writable), then run the same command "
+                                   "again") from None
     return target
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from moebench import paths
 from moebench.config import Config, HyperParams, ModelSpec
-from moebench.errors import ConfigError, IntegrityError, UserError
+from moebench.errors import ConfigError, IntegrityError, OutputWriteError, UserError, describe_os_error, is_write_error
 from moebench.hashing import sha256_file
 from moebench.models.pinned import load_pinned_gguf, quantize_binary
 from moebench.models.vocab import Vocab, vocab_for
@@ -286,6 +286,7 @@ def quantize(quantize_bin: Path, src: Path, dst: Path, threads: int = QUANTIZE_T
                 bar.total = int(match.group(2))
                 bar.update(int(match.group(1)) - bar.n)
     if proc.returncode != 0:
+        dst.unlink(missing_ok=True)
         raise UserError(quantize_bin, f"llama-quantize exited {proc.returncode}: " + " | ".join(list(tail)[-5:]),
                         "rebuild the pinned llama.cpp (invoke build) and check free disk space")
 
@@ -306,16 +307,33 @@ def make_replica(cfg: Config, model_id: str, scale: Scale, out_dir: Path, quanti
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / replica_filename(model_id)
     partial = final.with_name(final.name + ".partial")
-    with tempfile.TemporaryDirectory(prefix=f".{model_id}-", dir=tmp_dir or out_dir) as tmp:
-        f16 = Path(tmp) / f"{model_id}.F16.gguf"
-        write_f16_gguf(gguf, spec, model_id, scale, f16)
-        f16_sha256, f16_size_bytes = sha256_file(f16), f16.stat().st_size
-        quantize(Path(quantize_bin), f16, partial, threads)
-    sha256 = sha256_file(partial)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{model_id}-", dir=tmp_dir or out_dir) as tmp:
+            f16 = Path(tmp) / f"{model_id}.F16.gguf"
+            write_f16_gguf(gguf, spec, model_id, scale, f16)
+            f16_sha256, f16_size_bytes = sha256_file(f16), f16.stat().st_size
+            quantize(Path(quantize_bin), f16, partial, threads)
+        sha256 = sha256_file(partial)
+        result = ReplicaResult(final, sha256, f16_sha256, partial.stat().st_size, model_id,
+                               f16_size_bytes=f16_size_bytes)
+        _write_sidecar(result, scale, pin, Path(quantize_bin), threads, gguf)
+    except BaseException as exc:
+        # nothing half-written may stay: not the quantized file, not a sidecar describing it
+        partial.unlink(missing_ok=True)
+        sidecar_path(final).with_suffix(".tmp").unlink(missing_ok=True)
+        if isinstance(exc, OSError) and _write_refused(exc):
+            why = describe_os_error(exc) if exc.errno is not None else f"the disk took a short write: {exc}"
+            raise OutputWriteError(exc.filename or out_dir, f"writing the {scale} replica of {model_id} failed "
+                                   f"({why}); nothing of it was kept",
+                                   f"free space in {out_dir} (or {tmp_dir}), then run the same command again") from None
+        raise
     os.replace(partial, final)
-    result = ReplicaResult(final, sha256, f16_sha256, final.stat().st_size, model_id, f16_size_bytes=f16_size_bytes)
-    _write_sidecar(result, scale, pin, Path(quantize_bin), threads, gguf)
     return result
+
+
+def _write_refused(exc: OSError) -> bool:
+    """A full or read-only disk; numpy's tofile reports a short write without an errno."""
+    return is_write_error(exc) or (exc.errno is None and re.search(r"requested and \d+ written", str(exc)) is not None)
 
 
 def _model_spec(cfg: Config, model_id: str) -> ModelSpec:
@@ -337,7 +355,10 @@ def _write_sidecar(result: ReplicaResult, scale: str, pin: str, quantize_bin: Pa
               "f16_size_bytes": result.f16_size_bytes,
               "quant_type": QUANT_TYPE, "quantize_threads": threads,
               "llama_quantize_sha256": sha256_file(quantize_bin), "gguf_py": str(Path(gguf.__file__).parent.parent)}
-    sidecar_path(result.path).write_text(json.dumps(record, indent=2) + "\n")
+    sidecar = sidecar_path(result.path)
+    tmp = sidecar.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, sidecar)
 
 
 def _sidecar_f16(path: Path) -> str | None:
