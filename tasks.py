@@ -13,13 +13,14 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from moebench.errors import EXIT_USER_ERROR, UserError
+from moebench.errors import EXIT_USER_ERROR, OutputWriteError, UserError, describe_os_error, is_write_error
 
 ROOT = Path(__file__).resolve().parent
 
 
 def user_errors_exit_2(fn):
-    """Turn a UserError into its one-line message and exit code 2; other exceptions are bugs."""
+    """Turn a UserError, or a write the disk refused (full, read-only, I/O error), into one line and
+    exit code 2; other exceptions are bugs."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -27,6 +28,12 @@ def user_errors_exit_2(fn):
             return fn(*args, **kwargs)
         except UserError as exc:
             raise Exit(exc.one_line(), code=EXIT_USER_ERROR) from None
+        except OSError as exc:
+            if not is_write_error(exc):
+                raise
+            error = OutputWriteError(exc.filename or fn.__name__, f"could not write ({describe_os_error(exc)})",
+                                     "free space or make it writable, then run the same command again")
+            raise Exit(error.one_line(), code=EXIT_USER_ERROR) from None
 
     return wrapper
 

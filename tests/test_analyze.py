@@ -6,8 +6,11 @@ import copy
 import csv
 import json
 import math
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -414,3 +417,22 @@ def test_roofline_uses_the_bandwidth_measured_on_the_host_when_devices_yaml_has_
     untouched = analyze(analysis_config(), GOOD_RUN.parent, tmp_path / "plain", allow_mixed=True)
     plain = [r for r in untouched.tables["roofline_summary"] if r["model_id"] == MOE and r["device"] == "cpu"]
     assert plain and all(r["bandwidth_gb_per_s"] is None for r in plain)  # no measurement, no invented bound
+
+
+def test_invoke_analyze_into_a_read_only_results_directory_is_one_line(tmp_path):
+    """The task front turns a write the disk refuses into one line and exit 2, not a traceback."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    raw, results = tmp_path / "raw", tmp_path / "results"
+    raw.mkdir()
+    shutil.copy(FIXTURES / "raw" / "run_cpu_experiment_1_efficiency_smoke.jsonl", raw)
+    results.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(results)], check=True)
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "invoke"), "analyze", "--raw-dir", str(raw),
+                               "--output-dir", str(results)], cwd=CONFIG_DIR.parent, capture_output=True, text=True)
+    finally:
+        subprocess.run(["umount", str(results)], check=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    assert str(results) in lines[0] and "could not write" in lines[0] and "(fix: " in lines[0]
