@@ -239,7 +239,10 @@ def fleet_run(sshd, tmp_path_factory, pinned_bin_dir, tiny_replica_paths):
     """`invoke fleet.reproduce --smoke` on lab-a, lab-b (sharing the kit's cpu build and replicas through each
     host's env, so their builds are verified no-ops) and lab-down; then status and verify."""
     tmp = tmp_path_factory.mktemp("fleet")
-    env = {"MOEBENCH_HOME": str(paths.work_dir()), "MOEBENCH_MODELS": str(paths.models_dir())}
+    # Both "hosts" share this machine's cores: llama.cpp's OpenMP threads must sleep at a barrier rather
+    # than spin, or the two runs starve each other (a cell many times slower than alone).
+    env = {"MOEBENCH_HOME": str(paths.work_dir()), "MOEBENCH_MODELS": str(paths.models_dir()),
+           "OMP_WAIT_POLICY": "PASSIVE"}
     fleet_file = fleet_yaml(tmp / "fleet.yaml", sshd.port, sshd.client_key, tmp / "kits", env)
     raw, results = tmp / "raw", tmp / "results"
     done, seconds = _invoke("fleet.reproduce", "--fleet-file", str(fleet_file), "--smoke", "--raw-dir", str(raw),
@@ -321,6 +324,7 @@ def test_no_key_text_in_anything_the_fleet_wrote(fleet_run):
     for path in written:
         data = path.read_bytes()
         assert not any(line.encode() in data for line in secret), path
-        assert b"PRIVATE KEY" not in data, path
+        if fleet_run["tmp"] / "kits" not in path.parents:  # the synced kit's sources may name the armor
+            assert b"PRIVATE KEY" not in data, path
     outputs = fleet_run["done"].stdout + fleet_run["status"].stdout + fleet_run["verify"].stdout
     assert not any(line in outputs for line in secret)
