@@ -22,12 +22,13 @@ from typing import Any
 
 import pandas as pd
 
-from moebench.analysis_axes import AXIS_RULES, axes_table, axis_pairs  # noqa: F401 (AXIS_RULES, axis_pairs re-exported)
+from moebench.analysis_axes import axes_table
 from moebench.analysis_frame import (GROUP_FIELDS, PINNED_FIELDS, Loaded, key_label, load_records, null_note,
                                      origins, rows_of, to_frame)
 from moebench.analysis_roofline import roofline_table
 from moebench.config import Config
 from moebench.errors import UserError
+from moebench.files import write_atomic
 from moebench.stats import POSITIVE_CI_METHOD, positive_interval, run_warnings
 
 SUMMARY_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "peak_rss_bytes", "joules_per_token",
@@ -231,12 +232,8 @@ def summarize(cfg: Config, frame: pd.DataFrame, raw_dir: Path, allow_mixed: bool
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    """The frame as CSV (missing values empty), written to a temp file and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    frame.to_csv(partial, index=False, lineterminator="\n", encoding="utf-8")
-    partial.replace(path)
-    return path
+    """The frame as CSV (missing values empty), written whole or not at all."""
+    return write_atomic(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
 def analyze(cfg: Config, raw_dir: Path, output_dir: Path, allow_mixed: bool = False) -> AnalysisResult:

@@ -35,6 +35,7 @@ from moebench import paths
 from moebench.build import RECIPE_VERSION, build_dir_for, load_manifest, verify_binaries
 from moebench.config import Config
 from moebench.errors import IntegrityError, UserError
+from moebench.files import write_atomic
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -270,8 +271,5 @@ def attest(cfg: Config, device: str, pin: str, key_path: Path | None = None, out
     validate_statement(data, output)
     key = load_or_create_key(Path(key_path) if key_path else default_key_path())
     envelope = sign(data, key)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(envelope, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, output)
+    write_atomic(output, json.dumps(envelope, indent=2) + "\n")
     return output, data, envelope["signatures"][0]["keyid"]

@@ -50,6 +50,7 @@ from typing import Any
 from moebench import paths
 from moebench.config import Config
 from moebench.errors import IntegrityError, OutputWriteError, UserError, WRITE_ERRNOS, is_write_error
+from moebench.files import write_atomic
 from moebench.hashing import git_tree_hash, sha256_file, sha256_files
 from moebench.source import fetch_source
 
@@ -430,12 +431,7 @@ def _full_build(cfg: Config, device_name: str, pin_name: str, tree, tools: dict[
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     text = json.dumps(manifest, indent=2) + "\n"
-    tmp = build_dir / "manifest.json.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, build_dir / "manifest.json")
+    write_atomic(build_dir / "manifest.json", text)
     _say(progress, _summary(manifest))
     return json.loads(text)
 

@@ -20,7 +20,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import stat
 import tarfile
 import tempfile
@@ -33,6 +32,7 @@ from moebench.attest import ATTESTATION_NAME, read_attestation
 from moebench.build import SOURCE_DATE_EPOCH
 from moebench.config import REPO_ROOT, Config
 from moebench.errors import IntegrityError, UserError
+from moebench.files import write_atomic
 
 PREFIX = "moebench-bundle"
 MANIFEST_NAME = "MANIFEST"
@@ -146,11 +146,8 @@ def write_bundle(files: dict[str, Path], output: Path) -> tuple[Path, str]:
                 tar.addfile(_tar_info(name, len(data), name in executable), io.BytesIO(data))
     data = raw.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for path, body in ((output, data), (sidecar_path(output), f"{digest}  {output.name}\n".encode())):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
+    write_atomic(output, data)
+    write_atomic(sidecar_path(output), f"{digest}  {output.name}\n")
     return output, digest
 
 

@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import psutil
 
+from moebench.files import write_atomic
+
 PR_SET_PDEATHSIG = 1
 PID_FILE_SUFFIX = ".llama-server.pid"
 _live: dict[int, subprocess.Popen[Any]] = {}
@@ -136,12 +138,10 @@ def write_pid_file(path: Path, pid: int, port: int) -> None:
         return
     data = json.dumps({"pid": pid, "create_time": started, "port": port, "harness_pid": os.getpid(),
                        "harness_create_time": psutil.Process().create_time()})
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(data + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, data + "\n")
     except OSError:
-        tmp.unlink(missing_ok=True)
+        return
 
 
 def remove_pid_file(path: Path | None) -> None:

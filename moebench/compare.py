@@ -29,6 +29,7 @@ from typing import Any
 from moebench.attest import ATTESTATION_NAME, PAYLOAD_TYPE, key_id, open_envelope, read_attestation
 from moebench.bundle import Bundle, load_bundle_records, read_bundle
 from moebench.errors import IntegrityError, UserError
+from moebench.files import write_atomic
 from moebench.hashing import sha256_files
 from moebench.stats import CONFIDENCE, MIN_N_FOR_INTERVAL, intervals_overlap, positive_interval, t_quantile
 
@@ -476,9 +477,4 @@ def render(result: Comparison) -> str:
 
 def write_verification(result: Comparison, report_dir: Path) -> Path:
     """results/verification.json, which REPORT.md's Verification section is rendered from."""
-    path = Path(report_dir) / "verification.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(Path(report_dir) / "verification.json", json.dumps(result.to_json(), indent=2) + "\n")

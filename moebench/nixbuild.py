@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any
 from moebench import build, nixpins, paths
 from moebench.config import REPO_ROOT, Config
 from moebench.errors import IntegrityError, UserError
+from moebench.files import write_atomic
 from moebench.hashing import sha256_file, sha256_files
 
 FLAKE_LOCK = REPO_ROOT / "flake.lock"
@@ -152,9 +152,7 @@ def hand_off(cfg: Config, device: str, pin: str, result: Path, system: str | Non
     manifest = _manifest(cfg, device, pin, info, result, system or info.get("system") or nix_system(), rev, binaries)
     manifest["build_seconds"] = round(time.monotonic() - started, 1)
     text = json.dumps(manifest, indent=2) + "\n"
-    tmp = build_dir / "manifest.json.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, build_dir / "manifest.json")
+    write_atomic(build_dir / "manifest.json", text)
     return json.loads(text)
 
 

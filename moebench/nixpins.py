@@ -22,6 +22,7 @@ from typing import Any, Iterator
 from moebench import build
 from moebench.config import REPO_ROOT, Config
 from moebench.errors import UserError
+from moebench.files import write_atomic
 from moebench.hashing import sha256_file
 
 PINS_JSON = REPO_ROOT / "nix" / "pins.json"
@@ -85,11 +86,7 @@ def render(cfg: Config) -> bytes:
 
 
 def write_pins(cfg: Config, path: Path = PINS_JSON) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_bytes(render(cfg))
-    tmp.replace(path)
-    return path
+    return write_atomic(path, render(cfg))
 
 
 def check_pins_file(cfg: Config, path: Path = PINS_JSON) -> str:

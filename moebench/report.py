@@ -23,6 +23,7 @@ from moebench.analysis_frame import (CONTEXT_FIELDS, GROUP_FIELDS, load_records,
 from moebench.analyze import AnalysisResult
 from moebench.config import Config, ReferenceClaim
 from moebench.figures import FIGURES, MANIFEST
+from moebench.files import write_atomic
 from moebench.stats import CV_WARN_THRESHOLD, MIN_N_FOR_INTERVAL, intervals_overlap
 
 # The study's headline ratios come from its efficiency experiment; verdicts use only that one.
@@ -526,11 +527,7 @@ def put_section(output_dir: Path, heading: str, section: str) -> Path | None:
     if start >= 0:
         following = text.find("\n## ", start + 1)
         text = text[:start] + (text[following:] if following >= 0 else "\n")
-    text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    partial = report.with_name(report.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(report)
-    return report
+    return write_atomic(report, text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n")
 
 
 def add_verification_section(output_dir: Path) -> Path | None:
@@ -560,8 +557,4 @@ def write_report(cfg: Config, analysis: AnalysisResult, output_dir: Path, refere
         section_verification(output_dir),
     ]
     text = re.sub(r"\n{3,}", "\n\n", "\n\n".join(p for p in parts if p is not None)) + "\n"
-    path = output_dir / "REPORT.md"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_atomic(output_dir / "REPORT.md", text)

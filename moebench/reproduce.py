@@ -11,13 +11,13 @@ a repeated command never records a cell twice. A fresh reproduction takes a new 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from moebench.config import Config, load_config
 from moebench.errors import IntegrityError, OutputWriteError, describe_os_error, is_write_error
+from moebench.files import write_atomic
 from moebench.run import output_path, run_experiment, utc_stamp
 
 
@@ -72,13 +72,10 @@ def _run_outputs(state_file: Path, device: str, experiments: tuple[str, ...]) ->
 
 def _write_state(state_file: Path, outputs: dict[str, Path], complete: bool) -> None:
     """Written whole or not at all: a torn state file would start a second reproduction."""
-    tmp = state_file.with_name(state_file.name + ".tmp")
     try:
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": complete}, indent=2))
-        os.replace(tmp, state_file)
+        write_atomic(state_file, json.dumps({"outputs": {k: str(v) for k, v in outputs.items()}, "complete": complete},
+                                            indent=2))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if not is_write_error(exc):
             raise
         raise OutputWriteError(state_file, f"cannot record the reproduction's state ({describe_os_error(exc)})",

@@ -19,6 +19,7 @@ from pathlib import Path
 from moebench import paths
 from moebench.config import Config, HubFile
 from moebench.errors import ConfigError, IntegrityError, OutputWriteError, UserError, describe_os_error, is_write_error
+from moebench.files import write_atomic
 from moebench.hashing import sha256_file
 
 HASHES_FILE = "model_hashes.txt"
@@ -176,16 +177,9 @@ def record_hash(sha256: str, model_id: str, source: str) -> Path:
     existing = target.read_text(encoding="utf-8").splitlines() if target.is_file() else []
     if line not in existing:
         kept = "".join(f"{old}\n" for old in existing)
-        tmp = target.with_name(target.name + ".tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(kept + line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
+            write_atomic(target, kept + line + "\n")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             if not is_write_error(exc):
                 raise
             raise OutputWriteError(target, f"could not record the verified hash ({describe_os_error(exc)}); the file "

@@ -32,6 +32,7 @@ import numpy as np
 from moebench import paths
 from moebench.config import Config, HyperParams, ModelSpec
 from moebench.errors import ConfigError, IntegrityError, OutputWriteError, UserError, describe_os_error, is_write_error
+from moebench.files import write_atomic
 from moebench.hashing import sha256_file
 from moebench.models.pinned import load_pinned_gguf, quantize_binary
 from moebench.models.vocab import Vocab, vocab_for
@@ -355,10 +356,7 @@ def _write_sidecar(result: ReplicaResult, scale: str, pin: str, quantize_bin: Pa
               "f16_size_bytes": result.f16_size_bytes,
               "quant_type": QUANT_TYPE, "quantize_threads": threads,
               "llama_quantize_sha256": sha256_file(quantize_bin), "gguf_py": str(Path(gguf.__file__).parent.parent)}
-    sidecar = sidecar_path(result.path)
-    tmp = sidecar.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, sidecar)
+    write_atomic(sidecar_path(result.path), json.dumps(record, indent=2) + "\n")
 
 
 def _sidecar_f16(path: Path) -> str | None:
