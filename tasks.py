@@ -256,15 +256,10 @@ def image_build(c, image="cpu", no_load=False, resolve=False):
 @user_errors_exit_2
 def image_lock(c, image="cpu"):
     """Record the last successful build of an image (ID, layers, base digest, packages, recipe hash) in lock.yaml."""
-    from moebench.images.builder import load_result
-    from moebench.images.engine import connect, image_by_tag
+    from moebench.images.builder import loaded_result
     from moebench.lockfile import record_image
 
-    result = load_result(image)
-    local = image_by_tag(connect(), image)
-    if local.id != result.id:
-        raise Exit(f"error: moebench/{image}:local is {local.id}, its last build recorded {result.id} "
-                   f"(fix: invoke image.build --image {image})", code=2)
+    result = loaded_result(image)
     path = record_image(image, result.lock_entry())
     print(f"recorded images.{image}.id = {result.id} ({len(result.packages)} packages) in {path}")
 

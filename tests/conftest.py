@@ -25,6 +25,12 @@ def tmp_config_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
+def key_path(tmp_path) -> Path:
+    """Where a test's lab keeps its Ed25519 signing key (attest creates it on first use)."""
+    return tmp_path / "keys" / "lab.pem"
+
+
+@pytest.fixture
 def isolated_home(tmp_path, monkeypatch) -> Path:
     """MOEBENCH_HOME in a temporary directory: downloads, sources and builds of the test only."""
     home = tmp_path / "home"
@@ -70,3 +76,16 @@ def tiny_replica_paths(pinned_bin_dir) -> dict[str, Path]:
     from moebench.models.replica import make_replicas
 
     return {result.model_id: result.path for result in make_replicas(load_config(), "tiny", pin="offline")}
+
+
+@pytest.fixture
+def kit(tmp_path, pinned_bin_dir, tiny_replica_paths):
+    """(config dir, bin dir, model) for the runner's fault tests: a copied config over the kit's own
+    build and tiny replica, with run.py checked to resolve exactly those (runner_support)."""
+    from moebench import engines
+    from runner_support import MODEL, config_dir, expect_kit_resolution
+
+    cfg_dir = config_dir(tmp_path)
+    for mode in engines.ENGINES:
+        expect_kit_resolution(cfg_dir, mode, pinned_bin_dir, tiny_replica_paths[MODEL])
+    return cfg_dir, pinned_bin_dir, tiny_replica_paths[MODEL]

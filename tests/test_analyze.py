@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from moebench.analyze import AXIS_RULES, analyze, axis_pairs, load_records
+from moebench.analysis_axes import AXIS_RULES, axis_pairs
+from moebench.analyze import analyze, load_records
 from moebench.config import CONFIG_DIR, SECTIONS, Config, parse_section, read_yaml
 from moebench.errors import UserError
 from moebench.records import validate_record

@@ -77,11 +77,6 @@ def fake_build(isolated_home) -> Path:
     return write_fake_build()
 
 
-@pytest.fixture
-def key_path(tmp_path) -> Path:
-    return tmp_path / "keys" / "lab.pem"
-
-
 def decoded(envelope: dict) -> dict:
     return json.loads(base64.b64decode(envelope["payload"]))
 

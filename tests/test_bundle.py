@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_analyze import make_record, write_jsonl
-from test_attest import key_path, one_error_line, run_invoke, write_fake_build  # noqa: F401 - key_path: a fixture
+from test_attest import one_error_line, run_invoke, write_fake_build
 
 from moebench.attest import attest
 from moebench.bundle import MANIFEST_NAME, PREFIX, make_bundle, read_bundle, sidecar_path

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from scipy import stats as scipy_stats
-from test_attest import key_path, one_error_line, run_invoke, write_fake_build  # noqa: F401 - key_path: a fixture
+from test_attest import one_error_line, run_invoke, write_fake_build
 from test_bundle import Evidence
 
 from moebench import compare as compare_module

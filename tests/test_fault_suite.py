@@ -35,8 +35,7 @@ from moebench import children, engines
 from moebench.errors import UserError
 from moebench.records import read_records
 
-from runner_support import (MODEL, assert_kit_provenance, config_dir, expect_kit_resolution, run_smoke, swap_model,
-                            write_experiment_overrides)
+from runner_support import MODEL, assert_kit_provenance, run_smoke, swap_model, write_experiment_overrides
 
 pytestmark = pytest.mark.slow
 SUPPORT = Path(__file__).resolve().parent / "runner_support.py"
@@ -85,13 +84,6 @@ def llama_orphans(since: float, mark: str, grace_s: float = 5.0) -> int:
             proc.kill()
     return len(found)
 
-
-@pytest.fixture
-def kit(tmp_path, pinned_bin_dir, tiny_replica_paths):
-    cfg_dir = config_dir(tmp_path)
-    for mode in engines.ENGINES:
-        expect_kit_resolution(cfg_dir, mode, pinned_bin_dir, tiny_replica_paths[MODEL])
-    return cfg_dir, pinned_bin_dir, tiny_replica_paths[MODEL]
 
 
 @pytest.fixture
@@ -466,7 +458,7 @@ def test_a_hung_llama_cpp_times_out(kit, tmp_path, marks, monkeypatch, capsys, m
     assert len(stopped) == 1 and [r["status"] for r in records] == ["failed", "ok"], text
     assert records[0]["failure"]["reason"] == "timeout"
     report(f"hung llama.cpp ({mode}, SIGSTOP)", "timeout failure record after generation.timeout_s, next cell runs",
-           f"first cell timeout, second ok", written=written_in(text), readable=len(records),
+           "first cell timeout, second ok", written=written_in(text), readable=len(records),
            orphans=llama_orphans(since, marks), output=text)
 
 
@@ -687,7 +679,7 @@ def test_a_clock_jump_mid_run(kit, tmp_path, marks):
     assert len(records) == 3 and starts[1] < starts[0]  # the wall clock really went back
     assert all(r["gen_ms"] > 0 and r["wall_ms"] > 0 for r in records)
     report("wall clock stepped back 1 h mid-run", "durations from monotonic clocks stay positive; records valid",
-           f"started_at went back, all durations > 0", written=written_in(stdout), readable=len(records),
+           "started_at went back, all durations > 0", written=written_in(stdout), readable=len(records),
            orphans=llama_orphans(since, marks), output=stdout + stderr)
 
 

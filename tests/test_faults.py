@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from moebench import engines
 from moebench.records import read_records
 
-from runner_support import (MODEL, assert_kit_provenance, config_dir, expect_kit_resolution, run_smoke, swap_model,
-                            write_experiment_overrides)
+from runner_support import assert_kit_provenance, run_smoke, swap_model, write_experiment_overrides
 
 pytestmark = pytest.mark.slow
 SUPPORT = Path(__file__).resolve().parent / "runner_support.py"
@@ -25,14 +23,6 @@ SUPPORT = Path(__file__).resolve().parent / "runner_support.py"
 # generation for the tiny replica on one idle core, and the prompt plus this fit the 4096 context.
 LONG = 2000
 
-
-@pytest.fixture
-def kit(tmp_path, pinned_bin_dir, tiny_replica_paths):
-    """(config dir, bin dir, model): a copied config over the kit's own build and replica."""
-    cfg_dir = config_dir(tmp_path)
-    for mode in engines.ENGINES:
-        expect_kit_resolution(cfg_dir, mode, pinned_bin_dir, tiny_replica_paths[MODEL])
-    return cfg_dir, pinned_bin_dir, tiny_replica_paths[MODEL]
 
 
 def _run(kit, tmp_path, mode, **smoke):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest

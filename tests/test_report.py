@@ -23,16 +23,21 @@ def _report(tmp_path: Path, raw: Path, reference_dir: Path | None = None) -> str
     return write_report(cfg, result, out, reference_dir=reference_dir).read_text()
 
 
+def _recorded_report(tmp_path: Path) -> str:
+    """The report of the recorded smoke run and its failure run, compared with themselves as the reference."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in (GOOD_RUN, FAILED_RUN):
+        shutil.copy(path, raw / path.name)
+    return _report(tmp_path, raw, reference_dir=raw)
+
+
 def _verdicts(text: str) -> dict[str, tuple[str, str]]:
     return {m["id"]: (m["status"], m["why"]) for m in VERDICT.finditer(text)}
 
 
 def test_recorded_replica_run_report(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for path in (GOOD_RUN, FAILED_RUN):
-        shutil.copy(path, raw / path.name)
-    text = _report(tmp_path, raw, reference_dir=raw)
+    text = _recorded_report(tmp_path)
     cfg = analysis_config()
     verdicts = _verdicts(text)
     assert set(verdicts) == {c.id for c in cfg.reference.claims}
@@ -107,11 +112,7 @@ def test_summary_gives_each_moe_dense_pair_once(tmp_path):
 
 
 def test_smoke_report_has_no_negative_or_unbounded_interval_and_shows_paired_ratios(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for path in (GOOD_RUN, FAILED_RUN):
-        shutil.copy(path, raw / path.name)
-    text = _report(tmp_path, raw, reference_dir=raw)
+    text = _recorded_report(tmp_path)
     assert "unbounded" not in text.lower()
     assert all(float(low.replace(",", "")) >= 0 for low, _ in INTERVAL.findall(text))
     assert "Paired ratios, MoE over each dense model: the geometric mean of per-pair ratios" in text

@@ -70,6 +70,17 @@ def load_result(name: str) -> ImageBuild:
     return ImageBuild(**json.loads(path.read_text(encoding="utf-8")))
 
 
+def loaded_result(name: str) -> ImageBuild:
+    """The last build of `name`, refused unless the engine still holds exactly that image: the lock
+    must only ever pin an image that was built and loaded."""
+    result = load_result(name)
+    local = engine.image_by_tag(engine.connect(), name)
+    if local.id != result.id:
+        raise IntegrityError(engine.local_tag(name), f"the engine holds {local.id}, the last build of {name!r} recorded "
+                                                     f"{result.id}", f"run: invoke image.build --image {name}")
+    return result
+
+
 def image_spec(cfg: Config, name: str) -> ImagePin:
     if name not in cfg.lock.images:
         raise ConfigError(cfg.root / "lock.yaml", f"unknown image {name!r}", f"use one of: {', '.join(cfg.lock.images)}",

@@ -103,7 +103,7 @@ def _stream_build(client: Any, context: Path, name: str, buildargs: dict[str, st
             if "error" in chunk:
                 problem = chunk["error"].strip()
                 fix = ("free space where the engine keeps images (docker system prune), then build again"
-                       if engine.disk_full(RuntimeError(problem)) else "see the step above; a moved apt mirror is "
+                       if engine.disk_full(problem) else "see the step above; a moved apt mirror is "
                                                                        "the usual cause")
                 raise UserError(dockerfile, f"docker build of image {name!r} failed: {problem[-400:]}", fix)
     except APIError as exc:

@@ -42,8 +42,9 @@ def _short(exc: Exception) -> str:
     return text if len(text) < 200 else text[:200] + "..."
 
 
-def disk_full(exc: Exception) -> bool:
-    return "no space left on device" in str(exc).lower()
+def disk_full(message: str) -> bool:
+    """Whether the engine's message says its disk is full (it reports that as text, not as an errno)."""
+    return "no space left on device" in message.lower()
 
 
 def load_archive(client: Any, archive: Path) -> str:
@@ -54,7 +55,7 @@ def load_archive(client: Any, archive: Path) -> str:
         with open(archive, "rb") as handle:
             images = client.images.load(handle)
     except APIError as exc:
-        if disk_full(exc):
+        if disk_full(str(exc)):
             raise UserError(archive, "the engine ran out of disk space loading the image",
                             "free space where the engine keeps images (docker system prune), then build again") from None
         raise UserError(archive, f"the engine refused the image archive ({_short(exc)})",

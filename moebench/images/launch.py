@@ -22,9 +22,11 @@ from typing import Any
 
 from moebench import paths
 from moebench.config import REPO_ROOT, Config
-from moebench.errors import ConfigError, IntegrityError, UserError
+from moebench.errors import ConfigError, UserError
 from moebench.images import engine
 from moebench.images.archive import KIT_MOUNT
+from moebench.images.builder import build_image
+from moebench.images.identity import pinned_id, refuse_unless_pinned
 from moebench.source import fetch_source
 
 WORK_MOUNT = "/moebench-work"
@@ -44,26 +46,17 @@ def image_for(cfg: Config, device: str) -> str:
 
 def pinned_image(cfg: Config, client: Any, name: str) -> Any:
     """The local image `name`, refused unless its ID is the lock's; a rootfs image that is absent is built."""
-    spec = cfg.lock.images[name]
-    if spec.id is None:
-        raise UserError(cfg.root / "lock.yaml", f"images.{name} has no recorded id",
-                        f"run: invoke image.build --image {name} && invoke image.lock --image {name}",
-                        key=f"images.{name}.id")
+    spec, pinned = cfg.lock.images[name], pinned_id(cfg, name)
     try:
         image = engine.image_by_tag(client, name)
     except UserError:
         if spec.recipe != "rootfs":
             raise
         # a rootfs image rebuilds bit for bit from the lock, so building it here yields the pinned image
-        from moebench.images.builder import build_image
-
         print(f"image {name} is not in the local engine: building it from lock.yaml", flush=True)
         build_image(cfg, name)
         image = engine.image_by_tag(client, name)
-    if image.id != spec.id:
-        raise IntegrityError(engine.local_tag(name), f"image ID is {image.id}, lock.yaml pins {spec.id}",
-                             f"rebuild it from the lock: invoke image.verify --image {name} --rebuild",
-                             key=f"images.{name}.id")
+    refuse_unless_pinned(name, image.id, pinned)
     return image
 
 

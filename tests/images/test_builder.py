@@ -5,7 +5,6 @@ FROM the locally built stand-in base, installs exactly the lock's apt versions."
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
