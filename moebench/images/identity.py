@@ -44,9 +44,9 @@ def verify_image(cfg: Config, name: str, rebuild: bool = False) -> list[str]:
     local_layers = list(image.attrs["RootFS"]["Layers"])
     lines += [f"{'':<8} {'lock':<71}  local", f"{'id':<8} {pinned:<71}  {image.id}"]
     for index in range(max(len(local_layers), len(spec.layers))):
-        pinned = spec.layers[index] if index < len(spec.layers) else "-"
+        locked = spec.layers[index] if index < len(spec.layers) else "-"
         local = local_layers[index] if index < len(local_layers) else "-"
-        lines.append(f"{f'layer {index}':<8} {pinned:<71}  {local}{'' if pinned == local else '  DIFFERENT'}")
+        lines.append(f"{f'layer {index}':<8} {locked:<71}  {local}{'' if locked == local else '  DIFFERENT'}")
     current_recipe = recipe_sha256(cfg, name, spec)
     if spec.recipe_sha256 != current_recipe:
         lines.append(f"note: the recipe changed since the lock's build (recipe_sha256 {spec.recipe_sha256} -> "
