@@ -123,6 +123,7 @@ def record_row(item: Loaded) -> dict[str, Any]:
     bandwidth = host.get("memory_bandwidth") or {}
     row["prov_host_memory_bandwidth_gb_per_s"] = bandwidth.get("gb_per_s")
     row["prov_host_memory_bandwidth_method"] = bandwidth.get("method")
+    row["prov_gpu_name"] = (prov.get("gpu") or {}).get("name")
     row["prov_null_reasons"] = json.dumps(prov.get("null_reasons") or {}, sort_keys=True)
     row["null_reasons"] = json.dumps(rec["null_reasons"], sort_keys=True)
     row["source_file"] = item.source or item.path.name

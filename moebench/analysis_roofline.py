@@ -31,14 +31,23 @@ def host_inputs(frame: pd.DataFrame) -> pd.DataFrame:
             .agg(host_gb_per_s=("prov_host_memory_bandwidth_gb_per_s", "median"),
                  host_gb_per_s_n=("prov_host_memory_bandwidth_gb_per_s", "count"),
                  host_method=("prov_host_memory_bandwidth_method", "first"),
+                 gpu_name=("prov_gpu_name", "first"),
                  model_path=("prov_model_path", _first_file))
             .reset_index())
 
 
 def bandwidth_for(device: Any, cell: pd.Series | dict[str, Any]) -> Bandwidth:
-    """The device's datasheet bandwidth; where devices.yaml has none for a CPU-backend device (a
+    """The datasheet bandwidth of the GPU the records name, where the device keeps a table of them;
+    else the device's datasheet bandwidth; where devices.yaml has none for a CPU-backend device (a
     generic host), the median of the bandwidth its runs measured on the host (moebench.bandwidth),
-    with that as its source. A GPU's bound is never taken from host memory."""
+    with that as its source. A GPU's bound is never taken from host memory, nor from another GPU's
+    datasheet: a GPU missing from the table has no bound."""
+    gpu = cell.get("gpu_name")
+    if device.gpu_memory_bandwidth and isinstance(gpu, str):
+        if gpu in device.gpu_memory_bandwidth:
+            return device.gpu_memory_bandwidth[gpu]
+        return Bandwidth(gb_per_s=None, source=f"no datasheet figure for GPU {gpu!r} in devices.yaml "
+                                               f"gpu_memory_bandwidth (known: {', '.join(device.gpu_memory_bandwidth)})")
     spec = device.memory_bandwidth
     if spec.gb_per_s is not None or device.backend != "cpu" or not cell["host_gb_per_s_n"]:
         return spec

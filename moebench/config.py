@@ -199,6 +199,8 @@ class Device(Strict):
     monitors: tuple[Literal["psutil", "tegrastats", "nvml", "nvpmodel"], ...]
     memory_bytes: int | None = Field(None, gt=0)
     memory_bandwidth: Bandwidth
+    gpu_memory_bandwidth: dict[str, Bandwidth] = Field(
+        {}, description="datasheet bandwidth per GPU, keyed by the name NVML reports; where set, it decides")
     image: str | None = None
     power_mode: str | None = Field(None, description="nvpmodel mode name the study used; checked, not set")
     experiments: tuple[str, ...]

@@ -21,6 +21,7 @@ import psutil
 from moebench.bandwidth import measure_memory_bandwidth
 from moebench.config import REPO_ROOT, Config
 from moebench.hashing import sha256_file
+from moebench.monitors.nvml import gpu_identity
 from moebench.monitors.nvpmodel import query_power_mode
 
 def utc_now() -> str:
@@ -150,6 +151,11 @@ def collect_run_provenance(cfg: Config, *, device: str, pin: str, manifest: dict
     prov["clocks"], reason = clocks()
     _reason(reasons, "clocks", reason)
     prov["host"] = {**host_info(), "memory_bandwidth": host_memory_bandwidth()}
+    if "nvml" in cfg.device(device).monitors:
+        prov["gpu"], reason = gpu_identity()
+    else:
+        prov["gpu"], reason = None, f"device {device} has no nvml monitor (configs/devices.yaml)"
+    _reason(reasons, "gpu", reason)
     prov["kit_commit"], prov["kit_dirty"], reason = kit_state()
     _reason(reasons, "kit_commit", reason)
     _reason(reasons, "kit_dirty", reason)

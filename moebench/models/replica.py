@@ -40,8 +40,6 @@ from moebench.models.vocab import Vocab, vocab_for
 Scale = Literal["tiny", "full"]
 SCALES: tuple[str, ...] = ("tiny", "full")
 QUANT_TYPE = "Q4_K_M"
-# Fixed so the recipe is fixed; the output was checked to be identical for 1, 2 and 4 threads.
-QUANTIZE_THREADS = 2
 WEIGHT_STD = 0.02
 CHUNK_ELEMENTS = 1 << 22
 # Llama 3.2's rope_scaling (config.json): llama.cpp reads it as the `rope_freqs` tensor.
@@ -70,6 +68,13 @@ class TensorSpec:
     @property
     def nbytes(self) -> int:
         return math.prod(self.shape) * (4 if self.f32 else 2)
+
+
+def quantize_threads() -> int:
+    """Every CPU this process may use: llama-quantize splits rows between threads and each row is
+    quantized alone, so the file does not depend on the count (it came out identical for 1, 2 and 4
+    threads, and the lock's hash checks every fresh replica). The sidecar records the count used."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def replica_dir(scale: str) -> Path:
@@ -271,7 +276,7 @@ def write_f16_gguf(gguf: ModuleType, spec: ModelSpec, model_id: str, scale: str,
 _PROGRESS = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 
 
-def quantize(quantize_bin: Path, src: Path, dst: Path, threads: int = QUANTIZE_THREADS) -> None:
+def quantize(quantize_bin: Path, src: Path, dst: Path, threads: int) -> None:
     """Run the pinned llama-quantize; its per-tensor lines drive a progress bar."""
     argv = [str(quantize_bin), str(src), str(dst), QUANT_TYPE, str(threads)]
     tail: deque[str] = deque(maxlen=40)
@@ -295,7 +300,7 @@ def quantize(quantize_bin: Path, src: Path, dst: Path, threads: int = QUANTIZE_T
 # --- one replica, all replicas ---------------------------------------------------------------
 
 def make_replica(cfg: Config, model_id: str, scale: Scale, out_dir: Path, quantize_bin: Path, *,
-                 pin: str = "offline", gguf: ModuleType | None = None, threads: int = QUANTIZE_THREADS,
+                 pin: str = "offline", gguf: ModuleType | None = None, threads: int | None = None,
                  tmp_dir: Path | None = None) -> ReplicaResult:
     """Write `out_dir/<model_id>.Q4_K_M.gguf`; the intermediate F16 is hashed and deleted.
 
@@ -313,6 +318,7 @@ def make_replica(cfg: Config, model_id: str, scale: Scale, out_dir: Path, quanti
             f16 = Path(tmp) / f"{model_id}.F16.gguf"
             write_f16_gguf(gguf, spec, model_id, scale, f16)
             f16_sha256, f16_size_bytes = sha256_file(f16), f16.stat().st_size
+            threads = threads or quantize_threads()
             quantize(Path(quantize_bin), f16, partial, threads)
         sha256 = sha256_file(partial)
         result = ReplicaResult(final, sha256, f16_sha256, partial.stat().st_size, model_id,

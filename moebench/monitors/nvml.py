@@ -22,6 +22,51 @@ def _gpu_index() -> int:
     return int(visible) if visible.isdigit() else 0
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gpu_identity(nvml: Any = None) -> tuple[dict[str, Any] | None, str | None]:
+    """Which GPU the run used, as NVML names it: (fields, None) or (None, why not).
+
+    The name selects the datasheet bandwidth of the roofline (devices.yaml `gpu_memory_bandwidth`):
+    one device profile (say sm_90) covers GPUs whose memory differs by half. The bus width and the
+    maximum memory clock are the driver's own figures, kept so the datasheet number can be checked
+    against them (peak = 2 transfers per clock x width / 8, for HBM and GDDR alike)."""
+    if nvml is None:
+        try:
+            import pynvml as nvml  # type: ignore[import-not-found]
+        except ImportError:
+            return None, "pynvml is not installed (pip install nvidia-ml-py)"
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:  # NVMLError subclasses vary by driver; all mean "no usable GPU"
+        return None, f"NVML could not start: {exc}"
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(_gpu_index())
+        fields: dict[str, Any] = {"index": _gpu_index(), "name": _text(nvml.nvmlDeviceGetName(handle))}
+        optional = {"driver_version": lambda: _text(nvml.nvmlSystemGetDriverVersion()),
+                    "cuda_driver_version": lambda: nvml.nvmlSystemGetCudaDriverVersion(),
+                    "memory_total_bytes": lambda: int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
+                    "memory_bus_width_bits": lambda: int(nvml.nvmlDeviceGetMemoryBusWidth(handle)),
+                    "max_memory_clock_mhz": lambda: int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM)),
+                    "power_limit_w": lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0}
+        for key, read in optional.items():
+            try:
+                fields[key] = read()
+            except Exception as exc:
+                fields[key] = None
+                fields.setdefault("null_reasons", {})[key] = f"NVML: {exc}"
+        return fields, None
+    except Exception as exc:
+        return None, f"NVML could not open GPU {_gpu_index()}: {exc}"
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
 class NvmlMonitor(Monitor):
     name = "nvml"
     owns = ("energy_joules", "power_w_mean", "peak_temp_c", "gpu_util_percent_mean")
