@@ -7,6 +7,7 @@ reason in `null_reasons`. Model fields are per record (`for_model`).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import shutil
@@ -20,6 +21,7 @@ import psutil
 
 from moebench.bandwidth import measure_memory_bandwidth
 from moebench.config import REPO_ROOT, Config
+from moebench.errors import UserError
 from moebench.hashing import sha256_file
 from moebench.monitors.nvml import gpu_identity
 from moebench.monitors.nvpmodel import query_power_mode
@@ -99,6 +101,29 @@ def clocks() -> tuple[dict[str, Any] | None, str | None]:
     return None, "no jetson_clocks and no Linux cpufreq interface on this host"
 
 
+REPLAY_ENV = "MOEBENCH_MONITOR_REPLAY"
+
+
+def monitor_replay() -> dict[str, str] | None:
+    """{tool: recorded output it replays}, when whoever put the hardware tools on PATH says they replay
+    recordings (the emulated Jetson smoke does, for tegrastats and nvpmodel); None on real hardware.
+
+    The kit cannot tell a replaying stand-in from NVIDIA's tool by its output, which is the point of
+    a replay; so the stand-ins are declared, and every record then says its power numbers were replayed."""
+    raw = os.environ.get(REPLAY_ENV)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) and isinstance(v, str)
+                                                           for k, v in value.items()):
+        raise UserError(REPLAY_ENV, f"is not a JSON object of tool name -> replayed file ({raw[:80]!r})",
+                        'set it as {"tegrastats": "tests/fixtures/tegrastats/orin_nano.txt"}, or unset it')
+    return dict(sorted(value.items()))
+
+
 def compiler_versions(compiler: dict[str, Any] | None) -> tuple[str | None, str | None]:
     """The build manifest's compiler version lines, C / C++ [/ nvcc's release line], or (None, reason).
 
@@ -150,6 +175,9 @@ def collect_run_provenance(cfg: Config, *, device: str, pin: str, manifest: dict
     _reason(reasons, "power_mode", reason)
     prov["clocks"], reason = clocks()
     _reason(reasons, "clocks", reason)
+    replay = monitor_replay()
+    if replay is not None:
+        prov["monitor_replay"] = replay
     prov["host"] = {**host_info(), "memory_bandwidth": host_memory_bandwidth()}
     if "nvml" in cfg.device(device).monitors:
         prov["gpu"], reason = gpu_identity()

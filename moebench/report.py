@@ -155,6 +155,14 @@ def section_where(analysis: AnalysisResult) -> str:
                   f"{', '.join(scales)}): synthetic weights of the real architectures, not the released models. "
                   "Their speeds, memory and ratios describe the replica files, not the study's models; no claim "
                   "can be reproduced from them.", ""]
+    replayed = _distinct(records, lambda r: json.dumps(r["provenance"].get("monitor_replay"), sort_keys=True))
+    replayed.pop("null", None)
+    if replayed:
+        sources = "; ".join(", ".join(f"{tool} from {path}" for tool, path in json.loads(k).items())
+                            for k in replayed)
+        lines += [f"> **Replayed monitors** in {sum(replayed.values())} of {len(records)} records ({sources}): "
+                  "their power, energy, temperature and power mode are recorded tool output played back, not "
+                  "measurements of this run.", ""]
     binaries = _distinct(records, lambda r: (r["provenance"].get("binary_name"), r["provenance"].get("binary_sha256")))
     lines += ["- binaries (SHA-256): " + "; ".join(f"{name} `{sha}` — {n} records"
                                                    for (name, sha), n in binaries.most_common())]

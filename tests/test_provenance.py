@@ -7,6 +7,7 @@ import pytest
 
 from moebench import provenance
 from moebench.build import load_manifest
+from moebench.errors import UserError
 from moebench.records import SCHEMA_PATH, null_reason_problems
 
 from runner_support import load_test_config
@@ -66,6 +67,29 @@ def test_missing_manifest_and_container_give_reasons(tmp_path, monkeypatch):
     assert prov["power_mode"] is None and prov["null_reasons"]["power_mode"]
     full = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="real", reason="missing")
     assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
+
+
+def test_a_declared_replay_is_in_provenance_and_the_schema_accepts_it(tmp_path, monkeypatch):
+    cfg = load_test_config(tmp_path)
+    binary = tmp_path / "llama-server"
+    binary.write_bytes(b"x")
+    call = dict(cfg=cfg, device="cpu", pin="offline", manifest=None, manifest_reason="none", binary_name="llama-server",
+                binary_path=binary, command_line=[], allow_unverified=False, verified=True)
+    monkeypatch.delenv(provenance.REPLAY_ENV, raising=False)
+    assert "monitor_replay" not in provenance.collect_run_provenance(**call)
+    monkeypatch.setenv(provenance.REPLAY_ENV, '{"tegrastats": "tests/fixtures/tegrastats/orin_nano.txt"}')
+    prov = provenance.for_model(provenance.collect_run_provenance(**call), model_path=None, model_sha256=None,
+                                model_source="real", reason="missing")
+    assert prov["monitor_replay"] == {"tegrastats": "tests/fixtures/tegrastats/orin_nano.txt"}
+    assert provenance_schema_errors(prov) == []
+
+
+@pytest.mark.parametrize("value", ["tegrastats", "{}", '{"tegrastats": 1}', "[1]"])
+def test_a_malformed_replay_declaration_names_the_variable_and_the_fix(monkeypatch, value):
+    monkeypatch.setenv(provenance.REPLAY_ENV, value)
+    with pytest.raises(UserError) as caught:
+        provenance.monitor_replay()
+    assert caught.value.where == provenance.REPLAY_ENV and "tegrastats" in caught.value.fix
 
 
 def test_compiler_is_the_version_lines_with_nvcc_release_line():

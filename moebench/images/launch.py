@@ -83,7 +83,9 @@ def _device_options(cfg: Config, device: str) -> dict[str, Any]:
     return options
 
 
-def _environment(name: str, image_id: str) -> dict[str, str]:
+def container_environment(name: str, image_id: str) -> dict[str, str]:
+    """The kit's environment inside image `name`: the mounts' paths, the image's identity for provenance and
+    `verify`, and the caller's MOEBENCH_* settings (a run's knobs, a declared monitor replay)."""
     passed = {key: value for key, value in os.environ.items()
               if key.startswith("MOEBENCH_") and key not in ("MOEBENCH_HOME", "MOEBENCH_MODELS")}
     return {**passed, "MOEBENCH_IMAGE": name, "MOEBENCH_IMAGE_DIGEST": image_id, "MOEBENCH_HOME": WORK_MOUNT,
@@ -101,9 +103,16 @@ def run_in_image(cfg: Config, device: str, pin: str, task_args: list[str], raw_d
     options = _device_options(cfg, device)
     volumes = {**_volumes(raw_dir, output_dir), **options.pop("extra_volumes", {})}
     print(f"in image {name} ({image.id}): invoke {' '.join(task_args)}", flush=True)
-    container = client.containers.run(image.id, command=task_args, detach=True, init=True, volumes=volumes,
-                                      environment=_environment(name, image.id), working_dir=KIT_MOUNT,
-                                      user=f"{os.getuid()}:{os.getgid()}", **options)
+    return run_container(client, image.id, task_args, volumes, container_environment(name, image.id),
+                         user=f"{os.getuid()}:{os.getgid()}", **options)
+
+
+def run_container(client: Any, image_id: str, task_args: list[str], volumes: dict[str, dict[str, str]],
+                  environment: dict[str, str], **options: Any) -> int:
+    """`invoke <task_args>` in image `image_id`, its output streamed; returns its exit code. The one way the
+    kit runs itself in a container (the launcher, and the aarch64 benchmark with its own mounts)."""
+    container = client.containers.run(image_id, command=task_args, detach=True, init=True, volumes=volumes,
+                                      environment=environment, working_dir=KIT_MOUNT, **options)
     try:
         for chunk in container.logs(stream=True, follow=True):
             sys.stdout.buffer.write(chunk)

@@ -1,7 +1,8 @@
 """Fixtures for the image tests: the real container engine, root for mmdebstrap, clean work dirs.
 
-Where no engine answers (or mmdebstrap cannot run as root), the tests that need one skip with
-the reason; `.ci/run` starts dockerd and sets MOEBENCH_REQUIRE_ENGINE=1, and then they fail instead.
+Where no engine answers (or mmdebstrap cannot run as root, or aarch64 cannot be emulated), the tests
+that need one skip with the reason; `.ci/run` starts dockerd, enables qemu-aarch64 and sets
+MOEBENCH_REQUIRE_ENGINE=1, and then they fail instead.
 """
 
 from __future__ import annotations
@@ -38,6 +39,23 @@ def can_debootstrap() -> None:
         _unavailable("building a root filesystem needs root (mmdebstrap --mode=root)")
     if shutil.which("mmdebstrap") is None:
         _unavailable("mmdebstrap is not installed (apt-get install mmdebstrap)")
+
+
+QEMU_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+@pytest.fixture(scope="session")
+def can_emulate_aarch64() -> None:
+    """aarch64 binaries run here through qemu-user, in chroots and containers too (binfmt flag F: the
+    kernel opens the interpreter at registration, so it need not exist inside the root filesystem)."""
+    if not QEMU_AARCH64.is_file():
+        _unavailable("no qemu-aarch64 binfmt handler (apt-get install qemu-user-static binfmt-support; "
+                     "update-binfmts --enable qemu-aarch64)")
+    lines = QEMU_AARCH64.read_text().splitlines()
+    flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
+    if lines[0] != "enabled" or "F" not in flags:
+        _unavailable(f"the qemu-aarch64 binfmt handler is {lines[0]} with flags {flags!r}, containers need it "
+                     "enabled with F (update-binfmts --enable qemu-aarch64)")
 
 
 @contextlib.contextmanager
