@@ -70,3 +70,28 @@ def work_home(path: Path):
             os.environ.pop("MOEBENCH_HOME", None)
         else:
             os.environ["MOEBENCH_HOME"] = before
+
+
+def build_from_clean_state(tmp_path_factory, name: str):
+    """`image.build --image <name>` from an empty work directory, loaded into the engine."""
+    from moebench.config import load_config
+    from moebench.images.builder import build_image
+
+    with work_home(tmp_path_factory.mktemp(f"{name}-image-home")):
+        result = build_image(load_config(), name)
+    print(f"\n{name} image build: {result.id} in {result.seconds}")
+    return result
+
+
+def assert_is_the_pinned_image(result, name: str, engine_client):
+    """The build's ID, layers and packages are lock.yaml's `images.<name>`, and so is the image the
+    engine holds under its local tag; returns that engine image."""
+    from moebench.config import load_config
+    from moebench.images import engine
+
+    pinned = load_config().lock.images[name]
+    assert result.id == pinned.id, f"the {name} image built here differs from lock.yaml's images.{name}.id"
+    assert result.layers == list(pinned.layers) and result.packages == dict(pinned.packages)
+    image = engine_client.images.get(engine.local_tag(name))
+    assert image.id == pinned.id
+    return image

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import work_home
+from conftest import assert_is_the_pinned_image, build_from_clean_state, work_home
 from jetson_replay import replay_declaration, write_stand_ins
 
 from moebench import paths
 from moebench.config import REPO_ROOT, load_config
-from moebench.images import engine
 from moebench.images.archive import KIT_MOUNT
 from moebench.images.builder import build_image
 from moebench.images.launch import (JETSON_HOST_FILES, MODELS_MOUNT, WORK_MOUNT, container_environment, pinned_image,
@@ -43,20 +42,13 @@ SMOKE_MODEL = "olmoe-1b-7b-0924-instruct-q4km"
 
 @pytest.fixture(scope="module")
 def arm64_image(engine_client, can_debootstrap, can_emulate_aarch64, tmp_path_factory):
-    """`image.build --image cpu-arm64` from an empty work directory, loaded into the engine."""
-    with work_home(tmp_path_factory.mktemp("arm64-image-home")):
-        result = build_image(load_config(), "cpu-arm64")
-    print(f"\ncpu-arm64 image: {result.id} in {result.seconds}")
-    return result
+    return build_from_clean_state(tmp_path_factory, "cpu-arm64")
 
 
 def test_arm64_image_is_the_one_the_lock_pins(arm64_image, engine_client):
-    pinned = load_config().lock.images["cpu-arm64"]
-    assert arm64_image.id == pinned.id, "the cpu-arm64 image built here differs from lock.yaml's images.cpu-arm64.id"
-    assert arm64_image.layers == list(pinned.layers) and arm64_image.packages == dict(pinned.packages)
-    image = engine_client.images.get(engine.local_tag("cpu-arm64"))
-    assert image.id == pinned.id and image.attrs["Architecture"] == "arm64"
-    machine = engine_client.containers.run(pinned.id, entrypoint=["uname", "-m"], remove=True).decode().strip()
+    image = assert_is_the_pinned_image(arm64_image, "cpu-arm64", engine_client)
+    assert image.attrs["Architecture"] == "arm64"
+    machine = engine_client.containers.run(image.id, entrypoint=["uname", "-m"], remove=True).decode().strip()
     assert machine == "aarch64"
 
 

@@ -8,10 +8,9 @@ import re
 import subprocess
 
 import pytest
-from conftest import work_home
+from conftest import assert_is_the_pinned_image, build_from_clean_state, work_home
 
 from moebench.config import REPO_ROOT, load_config
-from moebench.images import engine
 from moebench.images.builder import build_image
 
 pytestmark = pytest.mark.slow
@@ -19,19 +18,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def first_cpu_build(tmp_path_factory, engine_client, can_debootstrap):
-    """`image.build --image cpu` from an empty work directory, loaded into the engine."""
-    with work_home(tmp_path_factory.mktemp("image-home-1")):
-        result = build_image(load_config(), "cpu")
-    print(f"\ncpu image build 1: {result.id} in {result.seconds}")
-    return result
+    return build_from_clean_state(tmp_path_factory, "cpu")
 
 
 def test_cpu_image_is_the_one_the_lock_pins(first_cpu_build, engine_client):
-    pinned = load_config().lock.images["cpu"]
-    assert first_cpu_build.id == pinned.id, "the cpu image built here differs from lock.yaml's images.cpu.id"
-    assert first_cpu_build.layers == list(pinned.layers)
-    assert first_cpu_build.packages == dict(pinned.packages)
-    assert engine_client.images.get(engine.local_tag("cpu")).id == pinned.id
+    assert_is_the_pinned_image(first_cpu_build, "cpu", engine_client)
     done = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "invoke"), "image.verify", "--image", "cpu"],
                           cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "IDENTICAL" in done.stdout, done.stdout + done.stderr
