@@ -181,6 +181,19 @@ def analyze(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
     print(result.describe())
 
 
+@task(help={
+    "raw_dir": "directory of run_*.jsonl files (made here or copied from another host)",
+    "output_dir": "where the tables, figures and REPORT.md go",
+    "allow_mixed": "aggregate records of different binaries/commits/model hashes into one cell (flagged)",
+})
+@user_errors_exit_2
+def report(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
+    """JSONL records -> tables, figures and REPORT.md: reproduce's last stages, for records already made."""
+    from moebench.reproduce import report_records
+
+    print(report_records(_config(), Path(raw_dir), Path(output_dir), allow_mixed=allow_mixed).render())
+
+
 @task(help={"output_dir": "results directory holding summary_tables/"})
 @user_errors_exit_2
 def figures(c, output_dir="results"):
@@ -454,7 +467,7 @@ def test(c, fast=False, k=None):
 
 
 models_ns = Collection("models", download, replica)
-ns = Collection(build, verify, lock, run, analyze, figures, reproduce, test)
+ns = Collection(build, verify, lock, run, analyze, figures, report, reproduce, test)
 ns.add_task(attest)
 ns.add_task(bundle)
 ns.add_task(compare)

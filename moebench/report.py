@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from moebench.analysis_axes import AXIS_RULES, paired_ratios
 from moebench.analysis_frame import (CONTEXT_FIELDS, GROUP_FIELDS, load_records, measured_pairs, null_note,
@@ -24,12 +24,11 @@ from moebench.analyze import AnalysisResult
 from moebench.config import Config, ReferenceClaim
 from moebench.figures import FIGURES, MANIFEST
 from moebench.files import write_atomic
+from moebench.report_findings import HEADLINE_EXPERIMENT, section_findings
+from moebench.report_format import (DASH, MIB, fmt, fmt_ci, fmt_cv, fmt_ratio, knobs_label, short, source_label,
+                                     table)
 from moebench.stats import CV_WARN_THRESHOLD, MIN_N_FOR_INTERVAL, intervals_overlap
 
-# The study's headline ratios come from its efficiency experiment; verdicts use only that one.
-HEADLINE_EXPERIMENT = "experiment_1_efficiency"
-MIB = 2 ** 20
-DASH = "—"
 
 
 @dataclass(frozen=True)
@@ -40,62 +39,6 @@ class Verdict:
 
     def line(self) -> str:
         return f"- **{self.claim_id}**: {self.status} {DASH} {self.reason}"
-
-
-# --- formatting --------------------------------------------------------------------------------
-
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return DASH
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def centre(row: dict[str, Any], prefix: str) -> float | None:
-    """The geometric mean (the centre of the interval), or the mean where there is none (a value <= 0)."""
-    value = row.get(f"{prefix}_geomean")
-    return row.get(f"{prefix}_mean") if value is None else value
-
-
-def fmt_ci(row: dict[str, Any], prefix: str, scale: float = 1.0, digits: int = 1) -> str:
-    value = centre(row, prefix)
-    if value is None:
-        return DASH
-    low, high = row.get(f"{prefix}_ci95_low"), row.get(f"{prefix}_ci95_high")
-    ci = f" [{low / scale:,.{digits}f}, {high / scale:,.{digits}f}]" if low is not None and high is not None else ""
-    return f"{value / scale:,.{digits}f}{ci}"
-
-
-def fmt_ratio(row: dict[str, Any] | None, digits: int = 2) -> str:
-    """`0.88x [0.80, 0.97]`, or `0.88x (n=2, no interval)`; the interval of a paired ratio is never < 0."""
-    if row is None or row["ratio"] is None:
-        return DASH
-    if row["ci95_low"] is None:
-        return f"{row['ratio']:.{digits}f}x (n={row['n_pairs']}, no interval)"
-    return f"{row['ratio']:.{digits}f}x [{row['ci95_low']:.{digits}f}, {row['ci95_high']:.{digits}f}]"
-
-
-def fmt_cv(row: dict[str, Any], prefixes: tuple[str, ...]) -> str:
-    return " / ".join(DASH if row.get(f"{p}_cv") is None else f"{row[f'{p}_cv']:.2f}" for p in prefixes)
-
-
-def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def short(sha: Any, n: int = 12) -> str:
-    return DASH if sha is None else str(sha)[:n]
-
-
-def knobs_label(row: dict[str, Any]) -> str:
-    return f"t={row['threads']}, n={row['n_predict']}, {row['runner_mode']}"
-
-
-def source_label(row: dict[str, Any]) -> str:
-    return row["model_source"] + (f" ({row['replica_scale']})" if row.get("replica_scale") else "")
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -282,13 +225,13 @@ def section_summary(analysis: AnalysisResult) -> str | None:
         key = (r["experiment"], r["device"], source_label(r), knobs_label(r), r["denominator_model"])
         by_pair.setdefault(key, {})[r["metric"]] = r
     order = sorted(by_pair, key=lambda k: (k[0] != HEADLINE_EXPERIMENT, k))
-    metrics = ("gen_tokens_per_s", "prefill_tokens_per_s", "peak_rss_bytes")
+    metrics = ("gen_tokens_per_s", "prefill_tokens_per_s", "joules_per_token", "peak_rss_bytes")
     body = [[*key[:4], key[4], "/".join(sorted({str(m["n_pairs"]) for m in by_pair[key].values()})),
              *(fmt_ratio(by_pair[key].get(metric)) for metric in metrics)] for key in order]
     return "\n".join(["## Summary: MoE / dense", "",
                       _ratio_note() + " Details under *The study's two axes*.", "",
                       table(["experiment", "device", "weights", "knobs", "vs", "pairs", "gen tok/s",
-                             "prefill tok/s", "peak RSS"], body)])
+                             "prefill tok/s", "J/token", "peak RSS"], body)])
 
 
 def section_axes(analysis: AnalysisResult) -> str:
@@ -557,7 +500,8 @@ def write_report(cfg: Config, analysis: AnalysisResult, output_dir: Path, refere
         "# moebench report", "",
         f"Experiments: {', '.join(experiments)}. Devices: {', '.join(devices)}. Weights: {', '.join(sources)}.",
         "Tables: `benchmark_results.csv` (one row per record) and `summary_tables/*.csv`.", "",
-        section_what(analysis), section_summary(analysis), section_where(analysis), section_headline(analysis),
+        section_what(analysis), section_summary(analysis), section_findings(analysis), section_where(analysis),
+        section_headline(analysis),
         section_axes(analysis),
         section_sequence(analysis), section_threads(analysis), section_roofline(analysis),
         section_figures(output_dir), section_failures(analysis), section_verdicts(cfg, analysis),

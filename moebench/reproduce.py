@@ -85,12 +85,9 @@ def _write_state(state_file: Path, outputs: dict[str, Path], complete: bool) -> 
 def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source: str | None,
               replica_scale: str, raw_dir: Path, output_dir: Path) -> StageTimes:
     from moebench import pins
-    from moebench.analyze import analyze
     from moebench.build import build
-    from moebench.figures import render_figures
     from moebench.models.download import download_models
     from moebench.models.replica import make_replicas
-    from moebench.report import write_report
     from moebench.verify import verify_and_report
 
     dev = cfg.device(device)
@@ -128,12 +125,25 @@ def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source:
             return stages
     _write_state(state_file, outputs, complete=True)
 
-    analysis = stages.timed("analyze", analyze, cfg, raw_dir, output_dir)
+    report_records(cfg, raw_dir, output_dir, stages=stages)
+    print(stages.render())
+    return stages
+
+
+def report_records(cfg: Config, raw_dir: Path, output_dir: Path, *, allow_mixed: bool = False,
+                   stages: StageTimes | None = None) -> StageTimes:
+    """The last three stages of a reproduction, on records made here or brought from another host:
+    analyze -> figures -> REPORT.md, each timed."""
+    from moebench.analyze import analyze
+    from moebench.figures import render_figures
+    from moebench.report import write_report
+
+    stages = stages or StageTimes()
+    analysis = stages.timed("analyze", analyze, cfg, raw_dir, output_dir, allow_mixed)
     stages.note(analysis.describe())
     figures = stages.timed("figures", render_figures, output_dir / "summary_tables", output_dir / "figures",
                            output_dir / "figures_pub")
     stages.note(f"{len(figures)} files")
     report = stages.timed("report", write_report, cfg, analysis, output_dir)
     stages.note(str(report))
-    print(stages.render())
     return stages

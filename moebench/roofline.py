@@ -13,6 +13,7 @@ are available, else from the file size scaled by params_active / params_total of
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -86,8 +87,17 @@ def _gguf_py_candidates() -> list[Path]:
 
 
 def weight_bytes_from_gguf(gguf: ModuleType, path: Path) -> tuple[int, int]:
-    """(total tensor bytes, bytes read per token) from the GGUF's tensor table."""
-    reader = gguf.GGUFReader(str(path), "r")
+    """(total tensor bytes, bytes read per token) from the GGUF's tensor table; a file is read once
+    per size and modification time, since GGUFReader parses the whole vocabulary (seconds for a
+    256k-token tokenizer) and an analysis asks once per cell."""
+    stat = path.stat()
+    return _weight_bytes_of_file(gguf, str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _weight_bytes_of_file(gguf: ModuleType, path: str, size: int, mtime_ns: int) -> tuple[int, int]:
+    """size and mtime_ns only key the cache: a rewritten file is read again."""
+    reader = gguf.GGUFReader(path, "r")
     tensors = {t.name: int(t.n_bytes) for t in reader.tensors}
     expert_count = _field_int(reader, "expert_count")
     expert_used = _field_int(reader, "expert_used_count")

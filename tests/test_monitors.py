@@ -1,14 +1,16 @@
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from moebench import engines
 from moebench.monitors import create_monitors, merge_results
 from moebench.monitors.base import MonitorResult
-from moebench.monitors.nvml import NvmlMonitor
+from moebench.monitors.nvml import NvmlMonitor, gpu_identity
 from moebench.monitors.nvpmodel import parse_nvpmodel_query
 from moebench.monitors.psutil_monitor import PsutilMonitor
 from moebench.monitors.tegrastats import TegrastatsMonitor, energy_joules, parse_tegrastats_line
@@ -188,3 +190,61 @@ def test_oom_counter_and_classification():
     assert engines.classify_exit(-9, "", timed_out=True, oom_before=0, oom_after=0,
                                  oom_in_kernel_log=False)["reason"] == "timeout"
     assert engines.classify_exit(0, "", timed_out=False, oom_before=0, oom_after=0, oom_in_kernel_log=False) is None
+
+
+H200_IDENTITY = json.loads((Path(__file__).parent / "fixtures" / "nvml" / "h200_gpu_identity.json").read_text())
+
+
+class RecordedH200Nvml:
+    """Answers pynvml's identity calls with what the H200 answered (fixtures/nvml); NVML_CLOCK_MEM is
+    pynvml's constant. `broken` names calls that raise, as a driver without that query does."""
+    NVML_CLOCK_MEM = 2
+
+    def __init__(self, broken=()):
+        self.broken = set(broken)
+        self.shut_down = False
+
+    def _answer(self, call, value):
+        if call in self.broken:
+            raise RuntimeError("Not Supported")
+        return value
+
+    def nvmlInit(self): pass
+    def nvmlShutdown(self): self.shut_down = True
+    def nvmlDeviceGetHandleByIndex(self, i): return i
+    def nvmlDeviceGetName(self, h): return H200_IDENTITY["name"].encode()  # pynvml < 12 answers bytes
+    def nvmlSystemGetDriverVersion(self): return self._answer("driver", H200_IDENTITY["driver_version"])
+    def nvmlSystemGetCudaDriverVersion(self): return H200_IDENTITY["cuda_driver_version"]
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return SimpleNamespace(total=H200_IDENTITY["memory_total_bytes"], used=0, free=0)
+
+    def nvmlDeviceGetMemoryBusWidth(self, h): return self._answer("bus", H200_IDENTITY["memory_bus_width_bits"])
+
+    def nvmlDeviceGetMaxClockInfo(self, h, kind):
+        assert kind == self.NVML_CLOCK_MEM
+        return H200_IDENTITY["max_memory_clock_mhz"]
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h): return int(H200_IDENTITY["power_limit_w"] * 1000)  # mW
+
+
+def test_gpu_identity_replays_the_h200_answer_and_shuts_nvml_down(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    nvml = RecordedH200Nvml()
+    fields, reason = gpu_identity(nvml)
+    assert reason is None and fields == H200_IDENTITY and nvml.shut_down
+
+
+def test_gpu_identity_keeps_what_answers_and_names_what_did_not(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    fields, reason = gpu_identity(RecordedH200Nvml(broken={"bus"}))
+    assert reason is None and fields["index"] == 3 and fields["name"] == "NVIDIA H200"
+    assert fields["memory_bus_width_bits"] is None
+    assert fields["null_reasons"] == {"memory_bus_width_bits": "NVML: Not Supported"}
+    assert fields["max_memory_clock_mhz"] == 3201
+
+
+def test_gpu_identity_without_a_gpu_is_null_with_the_reason():
+    class NoDriver(RecordedH200Nvml):
+        def nvmlInit(self): raise RuntimeError("Driver Not Loaded")
+    assert gpu_identity(NoDriver()) == (None, "NVML could not start: Driver Not Loaded")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from moebench.analyze import analyze
+from moebench.config import REPO_ROOT
 from moebench.figures import render_figures
 from moebench.report import write_report
 from test_analyze import GOOD_RUN, FAILED_RUN, LLAMA, MOE, analysis_config, four_models, write_jsonl
@@ -135,3 +138,21 @@ def test_report_with_three_or_more_pairs_prints_positive_intervals(tmp_path):
     lows = [float(low.replace(",", "")) for low, _ in INTERVAL.findall(text)]
     assert lows and all(low > 0 for low in lows)
     assert "unbounded" not in text.lower()
+
+
+def test_invoke_report_turns_records_from_elsewhere_into_tables_figures_and_report(tmp_path):
+    """`invoke report` is reproduce's last three stages for records already made (another host's)."""
+    raw, out = tmp_path / "raw", tmp_path / "results"
+    raw.mkdir()
+    shutil.copy(GOOD_RUN, raw / GOOD_RUN.name)
+    invoke = [str(Path(sys.executable).parent / "invoke"), "report"]
+    done = subprocess.run([*invoke, "--raw-dir", str(raw), "--output-dir", str(out)], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[-4:]] == ["analyze", "figures", "report", "total"]
+    text = (out / "REPORT.md").read_text()
+    assert "## Findings: the MoE against each dense model" in text and (out / "figures" / "gen_throughput.png").is_file()
+    missing = subprocess.run([*invoke, "--raw-dir", str(tmp_path / "nowhere")], cwd=REPO_ROOT,
+                             capture_output=True, text=True)
+    lines = missing.stderr.strip().splitlines()
+    assert missing.returncode == 2 and len(lines) == 1 and "nowhere" in lines[0] and "(fix: " in lines[0]

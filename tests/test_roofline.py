@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,30 @@ def test_weight_bytes_from_gguf_counts_used_experts(tmp_path):
     assert total == (80 + 80 + 64 + 256) * f32
     # embedding: one row of 8; output fully; attention fully; experts 1 of 4
     assert active == (8 + 80 + 64 + 64) * f32
+
+
+H200_IDENTITY = json.loads((Path(__file__).parent / "fixtures" / "nvml" / "h200_gpu_identity.json").read_text())
+
+
+def _sm90():
+    from moebench.config import load_config
+    return load_config().devices.devices["cuda_sm90"]
+
+
+def test_gpu_bound_follows_the_gpu_the_records_name():
+    from moebench.analysis_roofline import bandwidth_for
+    h200 = bandwidth_for(_sm90(), {"gpu_name": H200_IDENTITY["name"]})
+    assert h200.gb_per_s == 4800.0 and "H200" in h200.source
+    assert bandwidth_for(_sm90(), {"gpu_name": "NVIDIA H100 80GB HBM3"}).gb_per_s == 3350.0
+    # the datasheet figure agrees with the driver's own: 2 transfers per clock x bus width / 8 bits
+    driver_gb_per_s = 2 * H200_IDENTITY["max_memory_clock_mhz"] * 1e6 * H200_IDENTITY["memory_bus_width_bits"] / 8 / 1e9
+    assert driver_gb_per_s == pytest.approx(h200.gb_per_s, rel=0.01)
+
+
+def test_an_unlisted_gpu_or_no_gpu_name_gets_no_bound_never_another_gpus():
+    from moebench.analysis_roofline import bandwidth_for
+    unknown = bandwidth_for(_sm90(), {"gpu_name": "NVIDIA A100-SXM4-80GB", "host_gb_per_s": 71.6, "host_gb_per_s_n": 5})
+    assert unknown.gb_per_s is None
+    assert "'NVIDIA A100-SXM4-80GB'" in unknown.source and "NVIDIA H200" in unknown.source
+    unnamed = bandwidth_for(_sm90(), {"gpu_name": None, "host_gb_per_s": 71.6, "host_gb_per_s_n": 5})
+    assert unnamed.gb_per_s is None and "NVML" in unnamed.source  # host memory is not the GPU's
