@@ -157,14 +157,16 @@ def fig_roofline(tables):
     if not rows:
         notes = {r.get("note") for r in tables["roofline_summary"] if r.get("note")}
         return None, "no bandwidth-bound fraction (" + ("; ".join(sorted(notes)) or "no roofline rows") + ")"
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["fraction_of_active_bound"] for r in rows], 0.4, label="of active-weights bound")
-    ax.bar([x + 0.2 for x in xs], [r["fraction_of_all_weights_bound"] for r in rows], 0.4, label="of all-weights bound")
-    ax.set_xticks(list(xs), [f"{r['display_name']}\n{r['device']} n={r['n_predict']}" for r in rows], fontsize=7)
-    ax.set_ylabel("measured gen tok/s / bandwidth bound")
+    # horizontal bars: one label per cell stays readable however many cells (models x lengths) there are
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(rows) + 1.4))
+    ys = range(len(rows))
+    ax.barh([y - 0.2 for y in ys], [r["fraction_of_active_bound"] for r in rows], 0.4, label="of active-weights bound")
+    ax.barh([y + 0.2 for y in ys], [r["fraction_of_all_weights_bound"] for r in rows], 0.4, label="of all-weights bound")
+    ax.set_yticks(list(ys), [f"{r['display_name']} ({r['device']}, n={r['n_predict']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("measured gen tok/s / bandwidth bound")
     ax.set_title("Decode throughput as a fraction of the memory-bandwidth bound")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=7)
     return fig, None
 
 
