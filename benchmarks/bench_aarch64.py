@@ -12,6 +12,10 @@
 
 Writes benchmarks/results/aarch64.json with the host's facts. Needs root, mmdebstrap, a container
 engine and the qemu-aarch64 binfmt handler; about 45 min on a 2-core x86_64 host.
+
+--image-only runs step 1 alone, for re-pinning the image after one of its inputs changed (e.g.
+configs/requirements.lock): it replaces the `image` section of the existing results with its own
+host facts and time, and names the image the other, earlier sections were measured in.
 """
 
 from __future__ import annotations
@@ -137,18 +141,49 @@ def smoke(home: Path) -> dict[str, Any]:
                          "machine": r["provenance"]["host"]["machine"]} for r in records]}
 
 
+def image_section(cfg, images: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"name": IMAGE, "lock_id": cfg.lock.images[IMAGE].id, "builds": images,
+            "identical": len({(b["id"], tuple(b["layers"]), b["archive_sha256"]) for b in images}) == 1,
+            "equal_to_lock": all(b["id"] == cfg.lock.images[IMAGE].id for b in images)}
+
+
+def replace_image_section(image: dict[str, Any], host: dict[str, Any], measured_at: str) -> dict[str, Any]:
+    """The existing results with a re-measured image section; the binaries, replicas and smoke stay those
+    measured earlier, in the image that section replaces (whose ID it keeps as `replaces`)."""
+    path = RESULTS / "aarch64.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no earlier results to update (fix: run without --image-only first)")
+    body = json.loads(path.read_text())
+    earlier = body["image"]
+    replaces = earlier.get("replaces") or {  # a second re-measure still names the image the rest ran in
+        "lock_id": earlier["lock_id"], "measured_at": body["measured_at"],
+        "sections_measured_in_it": [k for k in ("binaries", "replicas", "emulated_jetson_smoke") if k in body]}
+    body["image"] = {**image, "host": host, "measured_at": measured_at, "replaces": replaces}
+    return body
+
+
+def write_results(body: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "aarch64.json").write_text(json.dumps(body, indent=2) + "\n")
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "builds"} if isinstance(v, dict) else v
+                      for k, v in body.items()}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2, choices=range(1, len(WORK_PATHS) + 1))
+    parser.add_argument("--image-only", action="store_true",
+                        help="step 1 only: replace the image section of the existing results")
     a = parser.parse_args()
     cfg = load_config()
-    body: dict[str, Any] = {"benchmark": "aarch64_emulated", "host": host_facts(),
-                            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    host, measured_at = host_facts(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     images = image_builds(cfg, a.runs)
+    if a.image_only:
+        write_results(replace_image_section(image_section(cfg, images), host, measured_at))
+        return
+    body: dict[str, Any] = {"benchmark": "aarch64_emulated", "host": host, "measured_at": measured_at,
+                            "image": image_section(cfg, images)}
     image_id = images[0]["id"]
-    body["image"] = {"name": IMAGE, "lock_id": cfg.lock.images[IMAGE].id, "builds": images,
-                     "identical": len({(b["id"], tuple(b["layers"]), b["archive_sha256"]) for b in images}) == 1,
-                     "equal_to_lock": all(b["id"] == cfg.lock.images[IMAGE].id for b in images)}
     with tempfile.TemporaryDirectory(prefix="arm64-builds-") as root:
         builds = [binary_build(cfg, image_id, Path(root) / f"work-{run}", WORK_PATHS[run]) for run in range(a.runs)]
         key = f"cpu/offline/{builds[0]['toolchain_id']}"
@@ -159,10 +194,7 @@ def main() -> None:
                                                                              for b in builds)}
         body["replicas"] = replicas(cfg, image_id, Path(root) / "work-0")
         body["emulated_jetson_smoke"] = smoke(Path(root) / "smoke")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "aarch64.json").write_text(json.dumps(body, indent=2) + "\n")
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "builds"} if isinstance(v, dict) else v
-                      for k, v in body.items()}, indent=2))
+    write_results(body)
 
 
 if __name__ == "__main__":
