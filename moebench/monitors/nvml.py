@@ -15,6 +15,8 @@ from typing import Any
 from moebench.monitors.base import Monitor, MonitorResult, Sampler
 
 DEFAULT_INTERVAL_S = 0.05
+NO_PYNVML = ("pynvml is not importable: nvidia-ml-py is in configs/requirements.lock, "
+             "so scripts/bootstrap.sh installs it hash-checked")
 
 
 def _gpu_index() -> int:
@@ -37,7 +39,7 @@ def gpu_identity(nvml: Any = None) -> tuple[dict[str, Any] | None, str | None]:
         try:
             import pynvml as nvml  # type: ignore[import-not-found]
         except ImportError:
-            return None, "pynvml is not installed (pip install nvidia-ml-py)"
+            return None, NO_PYNVML
     try:
         nvml.nvmlInit()
     except Exception as exc:  # NVMLError subclasses vary by driver; all mean "no usable GPU"
@@ -82,7 +84,7 @@ class NvmlMonitor(Monitor):
             try:
                 import pynvml  # type: ignore[import-not-found]
             except ImportError:
-                return "pynvml is not installed (pip install nvidia-ml-py)"
+                return NO_PYNVML
             self._nvml = pynvml
         try:
             self._nvml.nvmlInit()
