@@ -16,6 +16,8 @@ from invoke import Collection, Exit, task
 from moebench.errors import EXIT_USER_ERROR, OutputWriteError, UserError, describe_os_error, is_write_error
 
 ROOT = Path(__file__).resolve().parent
+# analyze, report and fleet.reproduce take the same flag with the same meaning
+ALLOW_MIXED_HELP = "aggregate records of different binaries/commits/model hashes into one cell (flagged)"
 
 
 def user_errors_exit_2(fn):
@@ -170,7 +172,7 @@ def run(c, device="cpu", experiment="experiment_1_efficiency", smoke=False, only
 @task(help={
     "raw_dir": "directory of run_*.jsonl files",
     "output_dir": "where benchmark_results.csv and summary_tables/ go",
-    "allow_mixed": "aggregate records of different binaries/commits/model hashes into one cell (flagged)",
+    "allow_mixed": ALLOW_MIXED_HELP,
 })
 @user_errors_exit_2
 def analyze(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
@@ -184,7 +186,7 @@ def analyze(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
 @task(help={
     "raw_dir": "directory of run_*.jsonl files (made here or copied from another host)",
     "output_dir": "where the tables, figures and REPORT.md go",
-    "allow_mixed": "aggregate records of different binaries/commits/model hashes into one cell (flagged)",
+    "allow_mixed": ALLOW_MIXED_HELP,
 })
 @user_errors_exit_2
 def report(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
@@ -305,7 +307,7 @@ def _fleet(cfg, fleet_file):
             "scale": "replica scale: tiny or full",
             "raw_dir": "each host's records and build manifest come home to <raw-dir>/<host>/",
             "output_dir": "where the combined analysis and report go",
-            "allow_mixed": "pool records of different binaries/commits/model hashes into one cell (flagged)"})
+            "allow_mixed": ALLOW_MIXED_HELP})
 @user_errors_exit_2
 def fleet_reproduce(c, hosts=None, fleet_file=None, smoke=False, pin=None, models=None, scale="tiny",
                     raw_dir="data/raw", output_dir="results", allow_mixed=False):
