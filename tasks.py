@@ -458,7 +458,7 @@ def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None):
 @task(help={"fast": "skip the slow tests (builds, model runs)", "k": "pytest -k expression"})
 def test(c, fast=False, k=None):
     """Run the test suite (the slow tests build llama.cpp and run replica models)."""
-    args = [sys.executable, "-m", "pytest", "-ra"]
+    args = [sys.executable, "-m", "pytest", "-ra", "--durations=15"]
     if fast:
         args += ["-m", "not slow"]
     if k:

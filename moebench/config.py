@@ -71,7 +71,12 @@ class RootfsRecipe(Strict):
 
     suite: str
     architecture: str = Field(description="dpkg architecture: amd64, arm64")
-    mirrors: tuple[str, ...] = Field(min_length=1, description="apt source lines, one per suite")
+    mirrors: tuple[str, ...] = Field(min_length=1, description="apt source lines, one per suite: the image's own "
+                                                                "/etc/apt/sources.list")
+    fetch_mirrors: tuple[str, ...] = Field((), description="apt source lines the packages are downloaded from "
+                                                           "instead of `mirrors` (a snapshot.debian.org date that "
+                                                           "still serves the pinned versions); the image's "
+                                                           "sources.list stays `mirrors`, so its ID does not change")
     include: tuple[str, ...] = Field(description="packages asked for; dependencies follow")
 
 

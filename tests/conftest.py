@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +57,21 @@ def http_dir(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def apt_cache(tmp_path_factory):
+    """MOEBENCH_APT_CACHE for the session, unless the caller set one: image builds after the first
+    download nothing apt has already checked (rootfs.package_cache)."""
+    if os.environ.get("MOEBENCH_APT_CACHE"):
+        yield Path(os.environ["MOEBENCH_APT_CACHE"])
+        return
+    path = tmp_path_factory.mktemp("apt-cache")
+    os.environ["MOEBENCH_APT_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop("MOEBENCH_APT_CACHE", None)
 
 
 @pytest.fixture(scope="session")

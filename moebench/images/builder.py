@@ -28,7 +28,7 @@ from moebench.build import SOURCE_DATE_EPOCH
 from moebench.config import REPO_ROOT, Config, ImagePin
 from moebench.errors import ConfigError, IntegrityError, UserError
 from moebench.hashing import sha256_file
-from moebench.images import archive, engine, layers, rootfs
+from moebench.images import archive, drift, engine, layers, rootfs
 from moebench.images.dockerfile import build_dockerfile_image, preflight
 
 REQUIREMENTS = REPO_ROOT / "configs" / "requirements.lock"
@@ -109,24 +109,29 @@ def _check_disk(where: Path) -> None:
                         "free disk space, or set MOEBENCH_HOME to a larger disk")
 
 
+def lock_comparison(name: str, spec: ImagePin, result: "ImageBuild") -> drift.LockComparison:
+    """How a finished build relates to its lock entry: identical, drift of the mirror, or different."""
+    return drift.compare_with_lock(name, spec, result.id, result.layers, result.packages)
+
+
 def _check_packages(name: str, spec: ImagePin, installed: dict[str, str]) -> None:
-    """The build's packages must be exactly the lock's (once the lock records them)."""
-    pinned = {k: v for k, v in spec.packages.items() if v is not None}
-    if not pinned:
+    """The build's packages must be exactly the lock's (once the lock records them); a difference
+    says which pinned versions the mirror no longer serves and how to re-pin."""
+    if not any(v is not None for v in spec.packages.values()):
         return
-    wrong = [f"{pkg} {pinned.get(pkg, 'not in the lock')} -> {installed.get(pkg, 'not installed')}"
-             for pkg in sorted(set(pinned) | set(installed)) if pinned.get(pkg) != installed.get(pkg)]
-    if wrong:
-        raise IntegrityError(f"images.{name}.packages", f"{len(wrong)} package(s) differ from the lock (lock -> "
-                                                        f"built): {'; '.join(wrong[:6])}",
-                             "the mirror no longer serves the pinned versions: point rootfs.mirrors at a "
-                             "snapshot.debian.org date that has them, or re-pin (set packages: {} and run "
-                             f"invoke image.build --image {name} && invoke image.lock --image {name})",
-                             key="packages")
+    comparison = drift.compare_with_lock(name, spec, "", (), installed)
+    if comparison.changes:
+        raise IntegrityError(f"images.{name}.packages", " ".join(line.strip() for line in comparison.lines()),
+                             comparison.repin_command() if comparison.verdict == "drift" else
+                             "report this: apt did not honour the lock's pins", key="packages")
 
 
-def build_image(cfg: Config, name: str, *, load: bool = True, resolve: bool = False) -> ImageBuild:
-    """Build image `name` as its lock entry describes; loads it into the engine unless `load` is False."""
+def build_image(cfg: Config, name: str, *, load: bool = True, resolve: bool = False,
+                check_lock: bool = True) -> ImageBuild:
+    """Build image `name` as its lock entry describes; loads it into the engine unless `load` is False.
+
+    With `check_lock` False a rootfs build whose packages are not the lock's still completes, for a
+    caller that compares it with another build and with the lock itself (`lock_comparison`)."""
     spec = image_spec(cfg, name)
     if spec.recipe == "dockerfile":
         preflight(cfg, name, spec, resolve)  # a tag-only base or an unpinned package: refused before any work
@@ -134,7 +139,7 @@ def build_image(cfg: Config, name: str, *, load: bool = True, resolve: bool = Fa
     work = image_dir(name)
     _check_disk(work)
     if spec.recipe == "rootfs":
-        result = _build_rootfs_image(cfg, name, spec, work)
+        result = _build_rootfs_image(cfg, name, spec, work, check_lock)
         if client is not None:
             started = time.monotonic()
             loaded = engine.load_archive(client, Path(result.archive))  # type: ignore[arg-type]
@@ -149,7 +154,7 @@ def build_image(cfg: Config, name: str, *, load: bool = True, resolve: bool = Fa
     return result
 
 
-def _build_rootfs_image(cfg: Config, name: str, spec: ImagePin, work: Path) -> ImageBuild:
+def _build_rootfs_image(cfg: Config, name: str, spec: ImagePin, work: Path, check_lock: bool) -> ImageBuild:
     assert spec.rootfs is not None
     sde = int(SOURCE_DATE_EPOCH)
     seconds: dict[str, float] = {}
@@ -161,7 +166,8 @@ def _build_rootfs_image(cfg: Config, name: str, spec: ImagePin, work: Path) -> I
     rootfs.debootstrap(name, spec, tree, sde, log)
     rootfs.drop_run_dependent_state(tree)
     installed = rootfs.installed_packages(tree)
-    _check_packages(name, spec, installed)
+    if check_lock:
+        _check_packages(name, spec, installed)
     seconds["rootfs"] = round(time.monotonic() - started, 1)
     made = [_layer(tree, work / "layer-os.tar", sde, None, f"Debian {spec.rootfs.suite} {spec.rootfs.architecture} "
                                                                f"root filesystem, {len(installed)} packages")]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from moebench.config import ImagePin
 from moebench.errors import UserError
+from moebench.images import aptcache
 
 VENV = "opt/moebench/venv"
 PINS_FILE = "etc/apt/preferences.d/moebench-pins"
@@ -36,8 +37,30 @@ def apt_pins(packages: dict[str, str | None]) -> str:
     return "\n".join(stanzas)
 
 
+# mmdebstrap's own error lines that name their cause, and the fix for each; anything else is shown as
+# the log's tail with mmdebstrap's last `E:` line first.
+KNOWN_FAILURES = (
+    ("install arch-test for foreign architecture support",
+     "apt-get install arch-test qemu-user-static binfmt-support, then update-binfmts --enable qemu-aarch64"),
+    ("No space left on device", "free disk space, or set MOEBENCH_HOME to a larger disk"),
+    ("Unable to locate package", "the mirror does not have a package of the recipe's include list: check rootfs.mirrors"),
+    ("Temporary failure resolving", "the mirror cannot be reached: check the network or rootfs.mirrors"),
+)
+
+
+def failure_reason(log_text: str) -> tuple[str | None, str]:
+    """(the tool's own error line, the fix) read from a failed step's log: the line of a known cause,
+    else the last `E:`/`error:` line (None where there is none)."""
+    errors = [line.strip() for line in log_text.splitlines() if line.lstrip().startswith(("E:", "error:"))]
+    reason = errors[-1] if errors else None
+    for needle, fix in KNOWN_FAILURES:
+        if needle in log_text:
+            return next((line for line in errors if needle in line), reason), fix
+    return reason, "see the log for the step's own messages"
+
+
 def run_logged(args: list[str], log: Path, what: str, env: dict[str, str] | None = None) -> None:
-    """Run one build step with its output appended to `log`; UserError with the log's tail on failure."""
+    """Run one build step with its output appended to `log`; UserError with the tool's own reason on failure."""
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(args)}\n")
         out.flush()
@@ -46,29 +69,53 @@ def run_logged(args: list[str], log: Path, what: str, env: dict[str, str] | None
         except FileNotFoundError:
             raise UserError(args[0], "not installed", "apt-get install mmdebstrap (and run as root)") from None
     if code != 0:
-        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-12:])
-        raise UserError(log, f"{what} failed (exit {code}):\n{tail}", "see the log; a moved mirror or a full disk "
-                                                                       "are the usual causes")
+        text = log.read_text(encoding="utf-8", errors="replace")
+        reason, fix = failure_reason(text)
+        last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "no output")
+        raise UserError(log, f"{what} failed (exit {code}): {reason or last}", f"{fix}; the step's whole output "
+                                                                              "is in this log")
+
+
+def sources_list(mirrors: tuple[str, ...]) -> str:
+    """/etc/apt/sources.list as mmdebstrap writes it for one-line `mirrors`: a blank line between them."""
+    return "\n".join(f"{line}\n" for line in mirrors)
 
 
 def debootstrap(name: str, spec: ImagePin, target: Path, source_date_epoch: int, log: Path) -> None:
-    """mmdebstrap the image's suite into `target` (which must not exist), pinned to the lock's versions."""
+    """mmdebstrap the image's suite into `target` (which must not exist), pinned to the lock's versions.
+
+    Packages come from `rootfs.fetch_mirrors` where the recipe names them (a snapshot mirror), and
+    the image's sources.list is then rewritten to `rootfs.mirrors`, what it holds without them. With
+    MOEBENCH_APT_CACHE set, verified .debs are taken from and added to that cache (aptcache.py)."""
     rootfs = spec.rootfs
     assert rootfs is not None
     if os.geteuid() != 0:
         raise UserError(f"images.{name}", "building a root filesystem needs root (mmdebstrap --mode=root)",
                         "run the image build as root, e.g. sudo .venv/bin/invoke image.build")
-    pins = target.parent / "moebench-pins"
+    staging = target.parent / "moebench-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    pins = staging / "moebench-pins"
     pins.write_text(apt_pins(spec.packages), encoding="utf-8")
     args = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
             f"--architectures={rootfs.architecture}", "--aptopt=Acquire::Retries \"3\"",
             f"--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && cp {pins} \"$1/{PINS_FILE}\""]
     if rootfs.include:
         args.append(f"--include={','.join(rootfs.include)}")
-    args += [rootfs.suite, str(target), *rootfs.mirrors]
+    if rootfs.fetch_mirrors:
+        (staging / "sources.list").write_text(sources_list(rootfs.mirrors), encoding="utf-8")
+        args.append(f"--customize-hook=copy-in {staging / 'sources.list'} /etc/apt")
+    cache, fetched = aptcache.package_cache(rootfs.architecture), staging / "fetched"
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        fetched.mkdir()
+        args += aptcache.hook_args(cache, fetched)
+    args += [rootfs.suite, str(target), *(rootfs.fetch_mirrors or rootfs.mirrors)]
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch), "LC_ALL": "C.UTF-8", "TZ": "UTC"}
     run_logged(args, log, "mmdebstrap", env)
-    pins.unlink()
+    if cache is not None:
+        aptcache.keep(fetched, cache)
+    shutil.rmtree(staging)
 
 
 # apt chowns these download directories to its sandbox user only in runs where it downloaded as
