@@ -30,7 +30,20 @@ def args(description: str) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--ngl", type=int, default=0, help="layers offloaded to the GPU (999: all)")
     parser.add_argument("--label", default="", help="suffix of the results file, e.g. the device")
-    return parser.parse_args()
+    add_quick_and_results_dir(parser, "one repetition of 8 tokens: does the script still run? (its figures "
+                                      "mean nothing)")
+    a = parser.parse_args()
+    if a.quick:
+        a.reps, a.n_predict = 1, 8
+    return a
+
+
+def add_quick_and_results_dir(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """--quick and --results-dir, which every benchmark takes: CI runs each script quick, into a
+    temporary directory, so that none stops working unnoticed (tests/test_benchmarks.py)."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS,
+                        help="where the results JSON goes (default benchmarks/results)")
 
 
 def knobs(a: argparse.Namespace, n_predict: int | None = None) -> Knobs:
@@ -78,11 +91,12 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def write(name: str, a: argparse.Namespace, body: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}{'_' + a.label if a.label else ''}.json"
+    a.results_dir.mkdir(parents=True, exist_ok=True)
+    out = a.results_dir / f"{name}{'_' + a.label if a.label else ''}.json"
     meta = {"model": str(a.model), "model_sha256": sha256_file(a.model), "bin_dir": str(a.bin_dir),
             "llama_cli_sha256": sha256_file(a.bin_dir / "llama-cli"), "threads": a.threads,
-            "n_predict": a.n_predict, "reps": a.reps, "n_gpu_layers": a.ngl, "host": platform.platform(),
+            "n_predict": a.n_predict, "reps": a.reps, "n_gpu_layers": a.ngl, "quick": a.quick,
+            "host": platform.platform(),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out.write_text(json.dumps({"benchmark": name, "meta": meta, **body}, indent=2) + "\n")
     print(json.dumps(body, indent=2))

@@ -16,6 +16,7 @@ engine and the qemu-aarch64 binfmt handler; about 45 min on a 2-core x86_64 host
 --image-only runs step 1 alone, for re-pinning the image after one of its inputs changed (e.g.
 configs/requirements.lock): it replaces the `image` section of the existing results with its own
 host facts and time, and names the image the other, earlier sections were measured in.
+--quick runs step 1 once and writes its section alone (does the script still run?).
 """
 
 from __future__ import annotations
@@ -31,15 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import add_quick_and_results_dir
+
 from moebench.config import REPO_ROOT, load_config
 from moebench.hashing import sha256_file
 from moebench.images import engine
 from moebench.images.archive import KIT_MOUNT
-from moebench.images.builder import build_image
+from moebench.images.builder import build_image, lock_comparison
 from moebench.images.launch import MODELS_MOUNT, WORK_MOUNT, container_environment, run_container
 from moebench.source import fetch_source
 
-RESULTS = Path(__file__).resolve().parent / "results"
 IMAGE = "cpu-arm64"
 # where each binary build's work directory is mounted in the container: different paths and depths
 WORK_PATHS = (WORK_MOUNT, "/srv/lab-b/a/much/deeper/work", "/opt/lab-c/w")
@@ -69,10 +71,11 @@ def image_builds(cfg, runs: int) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix=f"arm64-image-{run}-") as home:
             os.environ["MOEBENCH_HOME"] = home
             started = time.monotonic()
-            result = build_image(cfg, IMAGE, load=run == 0)
+            result = build_image(cfg, IMAGE, load=run == 0, check_lock=False)
             builds.append({"work_dir": home, "id": result.id, "layers": result.layers,
                            "archive_sha256": result.archive_sha256, "seconds": result.seconds,
-                           "total_seconds": round(time.monotonic() - started, 1)})
+                           "total_seconds": round(time.monotonic() - started, 1),
+                           "against_lock": lock_comparison(IMAGE, cfg.lock.images[IMAGE], result).verdict})
             print(f"image build {run + 1}: {result.id} in {builds[-1]['total_seconds']} s", flush=True)
     return builds
 
@@ -147,10 +150,9 @@ def image_section(cfg, images: list[dict[str, Any]]) -> dict[str, Any]:
             "equal_to_lock": all(b["id"] == cfg.lock.images[IMAGE].id for b in images)}
 
 
-def replace_image_section(image: dict[str, Any], host: dict[str, Any], measured_at: str) -> dict[str, Any]:
+def replace_image_section(path: Path, image: dict[str, Any], host: dict[str, Any], measured_at: str) -> dict[str, Any]:
     """The existing results with a re-measured image section; the binaries, replicas and smoke stay those
     measured earlier, in the image that section replaces (whose ID it keeps as `replaces`)."""
-    path = RESULTS / "aarch64.json"
     if not path.is_file():
         raise SystemExit(f"{path}: no earlier results to update (fix: run without --image-only first)")
     body = json.loads(path.read_text())
@@ -162,9 +164,9 @@ def replace_image_section(image: dict[str, Any], host: dict[str, Any], measured_
     return body
 
 
-def write_results(body: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "aarch64.json").write_text(json.dumps(body, indent=2) + "\n")
+def write_results(path: Path, body: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2) + "\n")
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "builds"} if isinstance(v, dict) else v
                       for k, v in body.items()}, indent=2))
 
@@ -174,15 +176,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, choices=range(1, len(WORK_PATHS) + 1))
     parser.add_argument("--image-only", action="store_true",
                         help="step 1 only: replace the image section of the existing results")
+    add_quick_and_results_dir(parser, "step 1 once, written alone")
     a = parser.parse_args()
+    if a.quick:
+        a.runs = 1
+    out = a.results_dir / "aarch64.json"
     cfg = load_config()
     host, measured_at = host_facts(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     images = image_builds(cfg, a.runs)
     if a.image_only:
-        write_results(replace_image_section(image_section(cfg, images), host, measured_at))
+        write_results(out, replace_image_section(out, image_section(cfg, images), host, measured_at))
         return
     body: dict[str, Any] = {"benchmark": "aarch64_emulated", "host": host, "measured_at": measured_at,
-                            "image": image_section(cfg, images)}
+                            "quick": a.quick, "image": image_section(cfg, images)}
+    if a.quick:
+        write_results(out, body)
+        return
     image_id = images[0]["id"]
     with tempfile.TemporaryDirectory(prefix="arm64-builds-") as root:
         builds = [binary_build(cfg, image_id, Path(root) / f"work-{run}", WORK_PATHS[run]) for run in range(a.runs)]
@@ -194,7 +203,7 @@ def main() -> None:
                                                                              for b in builds)}
         body["replicas"] = replicas(cfg, image_id, Path(root) / "work-0")
         body["emulated_jetson_smoke"] = smoke(Path(root) / "smoke")
-    write_results(body)
+    write_results(out, body)
 
 
 if __name__ == "__main__":

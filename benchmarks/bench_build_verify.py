@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, stats
+from _common import add_quick_and_results_dir, stats
 
 from moebench import paths
 from moebench.build import build, build_dir_for, load_manifest, toolchain
@@ -40,7 +40,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hash-reps", type=int, default=3, help="timed passes of each hasher (median reported)")
     parser.add_argument("--big-file-gib", type=float, default=1.0)
     parser.add_argument("--skip-fresh-build", action="store_true", help="leave out (i) (minutes on 2 cores)")
-    return parser.parse_args()
+    add_quick_and_results_dir(parser, "one pass of each, a 1 MiB random file: does the script still run?")
+    a = parser.parse_args()
+    if a.quick:
+        a.noop_reps, a.hash_reps, a.big_file_gib = 1, 1, 1 / 1024
+    return a
 
 
 def fresh_build(kit_manifest: dict) -> dict:
@@ -134,9 +138,10 @@ def main() -> None:
         write_random(big, int(a.big_file_gib * GIB))
         body["verify_throughput"] = throughput(hash_set(big), a.hash_reps)
     meta = {**host_meta(), "kit_build_fingerprint": kit_manifest["fingerprint"], "started_at": started_at,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv[1:]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "build_verify.json"
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv[1:],
+            "quick": a.quick}
+    a.results_dir.mkdir(parents=True, exist_ok=True)
+    out = a.results_dir / "build_verify.json"
     out.write_text(json.dumps({"benchmark": "build_verify", "meta": meta, **body}, indent=2) + "\n")
     print(summary(body))
     print(f"wrote {out}")

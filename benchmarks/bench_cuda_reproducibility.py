@@ -11,6 +11,9 @@ Two steps, because one machine cannot stand in for two:
 
 The source needs no network: --source-tar is the verified tree of the pin with its marker, as the kit
 keeps them under MOEBENCH_HOME/src, so the build re-checks it exactly as it would a fresh fetch.
+Without it the build fetches the source as `invoke build` does (the kit's own copy, else the network).
+CI runs both steps on the CPU host (`build --device cpu` twice: the kit's own build and its no-op
+rebuild), whose comparison must say identical (tests/test_benchmarks.py).
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import tarfile
 import time
 from pathlib import Path
 
+from _common import RESULTS
+
 KIT = Path(__file__).resolve().parent.parent
-RESULTS = KIT / "benchmarks" / "results"
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
     build = sub.add_parser("build")
-    build.add_argument("--source-tar", type=Path, required=True, help="tar of MOEBENCH_HOME/src/<pin>-<commit> + marker")
+    build.add_argument("--source-tar", type=Path, help="tar of MOEBENCH_HOME/src/<pin>-<commit> + marker")
     build.add_argument("--device", default="cuda_sm90")
     build.add_argument("--pin", default="offline")
     build.add_argument("--label", required=True)
@@ -42,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     compare.add_argument("b", type=Path)
     compare.add_argument("--objects-a", type=Path, help="the first differing object as build A made it")
     compare.add_argument("--objects-b", type=Path, help="the same object as build B made it")
+    compare.add_argument("--results-dir", type=Path, default=RESULTS,
+                         help="where cuda_reproducibility.json goes (default benchmarks/results)")
     return parser.parse_args()
 
 
@@ -51,9 +57,10 @@ def build_step(a: argparse.Namespace) -> None:
     from moebench.config import load_config
     from moebench.hashing import sha256_files
 
-    (paths.sources_dir()).mkdir(parents=True, exist_ok=True)
-    with tarfile.open(a.source_tar) as tar:
-        tar.extractall(paths.sources_dir(), filter="tar")
+    if a.source_tar is not None:
+        paths.sources_dir().mkdir(parents=True, exist_ok=True)
+        with tarfile.open(a.source_tar) as tar:
+            tar.extractall(paths.sources_dir(), filter="tar")
     started = time.monotonic()
     manifest = build(load_config(), a.device, a.pin)
     seconds = time.monotonic() - started
@@ -100,7 +107,8 @@ def compare_step(a: argparse.Namespace) -> None:
     if differing and a.objects_a and a.objects_b:
         result["diffoscope_first_differing_object"] = {"object": differing[0],
                                                        "report": diffoscope_summary(a.objects_a, a.objects_b)}
-    out = RESULTS / "cuda_reproducibility.json"
+    a.results_dir.mkdir(parents=True, exist_ok=True)
+    out = a.results_dir / "cuda_reproducibility.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     for name, entry in binaries.items():
         print(f"{entry['verdict']:<10} {name:<15} {entry['a']}")

@@ -49,10 +49,10 @@ def interleaved(a, k) -> tuple[dict[tuple[str, str], list[engines.Outcome]], dic
     reference: dict[str, list[float]] = {"pp_tokens_per_s": [], "tg_tokens_per_s": []}
     argv: list[str] = []
     with tempfile.TemporaryDirectory() as work:
+        for config in CONFIGS:  # each engine's own directory, where a server writes its API key at once
+            (Path(work) / "-".join(config)).mkdir()
         running = {c: engines.ENGINES[c[0]](a.bin_dir / engines.BINARY_FOR_MODE[c[0]], Path(work) / "-".join(c), 600.0,
                                             sampler_chain=c[1]) for c in CONFIGS}
-        for engine in running.values():
-            engine.workdir.mkdir()
         try:
             for rep in range(a.reps + 1):
                 for config, engine in running.items():

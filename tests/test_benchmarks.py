@@ -1,0 +1,90 @@
+"""Every script in benchmarks/ runs at HEAD: each in its quick mode (the tiny replica, one repetition,
+results into a temporary directory), with what it wrote checked for the fields its README row names.
+The image benchmarks, which need root, mmdebstrap and the engine, run in tests/images/test_image_benchmarks.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moebench.config import REPO_ROOT
+
+BENCHMARKS = REPO_ROOT / "benchmarks"
+TEST_FILES = (Path(__file__), Path(__file__).parent / "images" / "test_image_benchmarks.py")
+MODEL = "llama-3.2-1b-instruct-q4km"
+
+
+def run_benchmark(script: str, *args: str, timeout: float = 900) -> str:
+    """The script's stdout; its whole output in the failure message when it exits non-zero."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done.stdout
+
+
+def test_every_benchmark_script_has_a_quick_run_in_ci():
+    tested = "\n".join(path.read_text() for path in TEST_FILES)
+    missing = [path.name for path in sorted(BENCHMARKS.glob("bench_*.py")) if f'"{path.name}"' not in tested]
+    assert not missing, f"no quick run of {missing} in {[str(p.relative_to(REPO_ROOT)) for p in TEST_FILES]}"
+
+
+@pytest.fixture
+def harness_args(pinned_bin_dir, tiny_replica_paths, tmp_path) -> list[str]:
+    return ["--bin-dir", str(pinned_bin_dir), "--model", str(tiny_replica_paths[MODEL]), "--quick",
+            "--results-dir", str(tmp_path)]
+
+
+@pytest.mark.slow
+def test_harness_vs_llama_bench_quick(harness_args, tmp_path):
+    run_benchmark("bench_harness_vs_llama_bench.py", *harness_args)
+    body = json.loads((tmp_path / "harness_vs_llama_bench.json").read_text())
+    assert body["meta"]["quick"] and body["meta"]["reps"] == 1
+    assert {(row["runner"], row["sampler_chain"]) for row in body["ablation"]} == {
+        ("server", "greedy"), ("server", "default"), ("cli", "greedy"), ("cli", "default")}
+    assert all(row["gen_ratio"] > 0 and row["prefill_ratio"] > 0 for row in body["ablation"])
+    assert body["llama_bench"]["tg_tokens_per_s"]["n"] == 1
+
+
+@pytest.mark.slow
+def test_cli_vs_server_quick(harness_args, tmp_path):
+    run_benchmark("bench_cli_vs_server.py", *harness_args)
+    body = json.loads((tmp_path / "cli_vs_server.json").read_text())
+    assert body["cli"]["cells"] == body["server"]["cells"] == 1
+    assert body["cli_over_server_wall_ratio"] > 0 and body["server"]["gen_tokens_per_s"]["mean"] > 0
+
+
+@pytest.mark.slow
+def test_sampler_overhead_quick(harness_args, tmp_path):
+    run_benchmark("bench_sampler_overhead.py", *harness_args)
+    body = json.loads((tmp_path / "sampler_overhead.json").read_text())
+    assert body["sampling_on"]["gen_tokens_per_s"]["n"] == body["sampling_off"]["gen_tokens_per_s"]["n"] == 1
+    assert isinstance(body["gen_overhead_percent"], float)
+
+
+@pytest.mark.slow
+def test_build_verify_quick(pinned_bin_dir, tiny_replica_paths, tmp_path):
+    run_benchmark("bench_build_verify.py", "--quick", "--results-dir", str(tmp_path))
+    body = json.loads((tmp_path / "build_verify.json").read_text())
+    assert body["meta"]["quick"] and body["noop_rebuild"]["n"] == 1
+    assert all(body["fresh_build"]["binaries_identical_to_kit_build"].values())
+    hashers = body["verify_throughput"]["hashers"]
+    assert set(hashers) == {"hashlib_threads", "hashlib_one_by_one", "coreutils_sha256sum"}
+    assert all(entry["gb_per_s"] > 0 for entry in hashers.values())
+
+
+@pytest.mark.slow
+def test_cuda_reproducibility_steps_on_the_cpu_build(pinned_bin_dir, tmp_path):
+    """Both steps of the GPU benchmark, on the kit's CPU build (built, then its no-op rebuild)."""
+    for label in ("a", "b"):
+        run_benchmark("bench_cuda_reproducibility.py", "build", "--device", "cpu", "--pin", "offline", "--label",
+                      label, "--out", str(tmp_path / f"{label}.json"))
+    output = run_benchmark("bench_cuda_reproducibility.py", "compare", str(tmp_path / "a.json"),
+                           str(tmp_path / "b.json"), "--results-dir", str(tmp_path / "results"))
+    body = json.loads((tmp_path / "results" / "cuda_reproducibility.json").read_text())
+    assert body["identical"] and body["objects_compared"] > 10 and not body["objects_differing"]
+    assert "llama-server" in body["binaries"] and all(e["verdict"] == "IDENTICAL" for e in body["binaries"].values())
+    assert f"0 of {body['objects_compared']} objects differ" in output
