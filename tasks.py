@@ -458,7 +458,8 @@ def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None):
 @task(help={"fast": "skip the slow tests (builds, model runs)", "k": "pytest -k expression"})
 def test(c, fast=False, k=None):
     """Run the test suite (the slow tests build llama.cpp and run replica models)."""
-    args = [sys.executable, "-m", "pytest", "-ra", "--durations=15"]
+    # two workers: the image builds beside the rest (tests/conftest.py, IMAGE_BUILD_MODULES)
+    args = [sys.executable, "-m", "pytest", "-ra", "--durations=15", "-n", "2", "--dist", "loadgroup"]
     if fast:
         args += ["-m", "not slow"]
     if k:

@@ -17,5 +17,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --require-hashes -r configs/requirements.lock
+.venv/bin/python -m pip install --quiet --require-hashes --no-deps -r configs/requirements-ci.lock
 .venv/bin/python -m pip install --quiet --no-deps -e .
 echo "ready: .venv/bin/invoke --list"

@@ -14,6 +14,21 @@ import pytest
 from moebench.config import CONFIG_DIR, REPO_ROOT
 
 
+# The image builds: mostly one core each (mmdebstrap, dpkg under qemu-user, the engine's builder) and
+# mostly waiting on apt and the engine, so they run beside everything else on a second worker
+# (`invoke test`: pytest-xdist, --dist loadgroup). Whatever shares the kit's own work directory, models
+# and lock (the in-image smoke, the llama.cpp builds) stays in the other group, one test at a time.
+IMAGE_BUILD_MODULES = ("tests/images/test_aarch64.py", "tests/images/test_builder.py",
+                       "tests/images/test_image_benchmarks.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = Path(item.path).relative_to(REPO_ROOT).as_posix()
+        item.add_marker(pytest.mark.xdist_group("images" if module in IMAGE_BUILD_MODULES else "host"))
+
+
 @pytest.fixture
 def tmp_config_dir(tmp_path) -> Path:
     """configs/ copied to `<tmp>/kit/configs` (with scripts/ and docker/ beside it, which the configs

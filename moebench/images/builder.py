@@ -89,8 +89,10 @@ def image_spec(cfg: Config, name: str) -> ImagePin:
 
 
 def recipe_sha256(cfg: Config, name: str, spec: ImagePin) -> str:
-    """SHA-256 over every input of the build: the lock entry's inputs, the requirements and the recipe code."""
-    inputs = spec.model_dump(include={"recipe", "rootfs", "dockerfile", "base", "python", "platform", "packages"})
+    """SHA-256 over every input of the build: the lock entry's inputs, the requirements and the recipe code;
+    not `rootfs.fetch_mirrors`, which says where the same packages are downloaded from."""
+    inputs = spec.model_dump(include={"recipe", "rootfs", "dockerfile", "base", "python", "platform", "packages"},
+                             exclude={"rootfs": {"fetch_mirrors"}})
     files = [Path(module.__file__) for module in (layers, rootfs, archive)]  # type: ignore[arg-type]
     if spec.dockerfile:
         files.append(cfg.root.parent / spec.dockerfile)

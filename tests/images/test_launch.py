@@ -96,6 +96,8 @@ def test_in_image_smoke_records_the_locked_image_and_binaries(engine_client, tmp
         engine_client.images.get(engine.local_tag("cpu"))
     except Exception:  # noqa: BLE001 - the engine's NotFound: build it as a user would
         built = invoke("image.build", "--image", "cpu")
+        if built.returncode == 2 and "DRIFT:" in built.stderr:  # the mirror moved on: no pinned image to run in
+            pytest.skip(built.stderr.strip().splitlines()[-1])
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     raw, results = tmp_path / "raw", tmp_path / "results"
     done = invoke("reproduce", "--device", "cpu", "--smoke", "--in-image", "--raw-dir", str(raw),

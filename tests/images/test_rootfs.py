@@ -34,3 +34,15 @@ def test_requirements_lock_pins_every_dependency_of_pyproject_with_hashes():
         assert pinned.get(normalise(name)) == version.strip(), f"{requirement} is not what requirements.lock pins"
     blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 4)[-1])
     assert all("--hash=sha256:" in block for block in blocks if "==" in block)
+
+
+def test_the_test_runner_s_tools_are_pinned_apart_from_what_images_install():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    ci = (REPO_ROOT / "configs" / "requirements-ci.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ ;\\\n]+)", ci, re.MULTILINE))
+    for requirement in project["optional-dependencies"]["ci"]:
+        name, version = requirement.split("==")
+        assert pinned.get(name) == version, f"{requirement} is not what requirements-ci.lock pins"
+        assert name not in (REPO_ROOT / "configs" / "requirements.lock").read_text()
+    assert all(len(re.findall(rf"^{re.escape(name)}==[^\n]*(?:\n    --hash=sha256:[0-9a-f]{{64}}[ \\]*)+", ci,
+                              re.MULTILINE)) == 1 for name in pinned)
