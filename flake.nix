@@ -36,7 +36,7 @@
         in lib.concatMapAttrs (device: dev:
              { "llama-cpp-${device}" = llamaCpp system device dev.default_pin; }
              // lib.mapAttrs' (pin: _: lib.nameValuePair "llama-cpp-${device}-${pin}" (llamaCpp system device pin))
-                  pins.pins)
+                  (lib.filterAttrs (pin: _: dev.patches == { } || dev.patches ? ${pin}) pins.pins))
            devices;
     in {
       packages = lib.genAttrs systems packagesFor;

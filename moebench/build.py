@@ -49,7 +49,7 @@ from typing import Any
 
 from moebench import paths
 from moebench.config import Config
-from moebench.errors import IntegrityError, OutputWriteError, UserError, WRITE_ERRNOS, is_write_error
+from moebench.errors import ConfigError, IntegrityError, OutputWriteError, UserError, WRITE_ERRNOS, is_write_error
 from moebench.files import write_atomic
 from moebench.hashing import git_tree_hash, sha256_file, sha256_files
 from moebench.source import fetch_source
@@ -235,11 +235,16 @@ def recipe(cfg: Config, device_name: str, pin_name: str, build_dir: Path, shim: 
     return {"cmake_flags": cmake_flags, "env": env}
 
 
-def _patch_of(cfg: Config, device_name: str) -> tuple[Path | None, str | None]:
-    patch = cfg.device(device_name).patch
-    if patch is None:
+def _patch_of(cfg: Config, device_name: str, pin_name: str) -> tuple[Path | None, str | None]:
+    """The device's patch for `pin_name` and its SHA-256; (None, None) for an unpatched device."""
+    device = cfg.device(device_name)
+    if not device.patched:
         return None, None
-    path = cfg.root.parent / patch
+    if pin_name not in device.patches:
+        raise ConfigError(cfg.root / "devices.yaml", f"{device_name} has no router-overhead patch for pin {pin_name!r}",
+                          f"build it at {' or '.join(device.patches)}, or add patches.{pin_name} (a patch that "
+                          f"applies to that pin's tree)", key=f"devices.{device_name}.patches")
+    path = cfg.root.parent / device.patches[pin_name]
     return path, sha256_file(path)
 
 
@@ -326,7 +331,7 @@ def build(cfg: Config, device_name: str, pin_name: str, jobs: int | None = None,
     place = compile_place(backend, build_dir)
     shim = place.path / "tools" / "git"
     plan = recipe(cfg, device_name, pin_name, place.path, shim, tools)
-    patch_path, patch_sha = _patch_of(cfg, device_name)
+    patch_path, patch_sha = _patch_of(cfg, device_name, pin_name)
     print_ = fingerprint(tree.tree_hash, pin.commit, build_number, device_name, pin_name, plan["cmake_flags"],
                          plan["env"], tools, patch_sha)
     existing = _existing_manifest(device_name, pin_name, work_root)
@@ -385,7 +390,7 @@ def _full_build(cfg: Config, device_name: str, pin_name: str, tree, tools: dict[
     if place.not_fixed_because:
         _say(progress, f"warning: {place.not_fixed_because}")
     shutil.copytree(tree.path, src, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-    compiled_tree = git_tree_hash(src, exclude=pin.generated_files)
+    compiled_tree = git_tree_hash(src, exclude=pin.unhashed_paths)
     if compiled_tree != tree.tree_hash:
         raise IntegrityError(src, f"copied tree hashes to {compiled_tree}, the verified source has {tree.tree_hash}",
                              f"the source tree changed during the copy; run: invoke verify, then build again")

@@ -62,8 +62,19 @@ class LlamaCppPin(Strict):
     build_number: int | None = None
     default_source: Literal["git", "archive", "pypi_sdist"]
     sources: PinSources
-    tree_hash: str | None = Field(None, description="git tree id of the source tree; null until recorded")
+    tree_hash: str | None = Field(None, description="git tree id of the source tree without its submodule "
+                                                     "gitlinks (hashing.py); null until recorded")
     generated_files: tuple[str, ...] = ()
+    gitlinks: dict[str, str] = Field(default_factory=dict,
+                                     description="the commit's submodule gitlinks, path: submodule commit; no "
+                                                 "checkout or archive carries their files, so tree_hash leaves "
+                                                 "these paths out in every channel, and the git channel checks "
+                                                 "the commit names exactly these")
+
+    @property
+    def unhashed_paths(self) -> tuple[str, ...]:
+        """Paths the tree hash leaves out: files the build generates, and the submodule gitlinks."""
+        return (*self.generated_files, *sorted(self.gitlinks))
 
 
 class RootfsRecipe(Strict):
@@ -209,8 +220,14 @@ class Device(Strict):
     image: str | None = None
     power_mode: str | None = Field(None, description="nvpmodel mode name the study used; checked, not set")
     experiments: tuple[str, ...]
-    patch: str | None = None
+    patches: dict[str, str] = Field({}, description="the router-overhead patch for each llama.cpp pin it applies "
+                                                      "to (pin: path from the kit's root); a device with patches "
+                                                      "builds only at those pins")
     env: dict[str, str] = {}
+
+    @property
+    def patched(self) -> bool:
+        return bool(self.patches)
 
 
 class Devices(Strict):
@@ -416,9 +433,17 @@ def _check_references(cfg: Config) -> None:
                               f"use one of: {', '.join(cfg.lock.images)}", key=f"{key}.image")
         _check_names(root / "devices.yaml", f"{key}.experiments", dev.experiments,
                      set(cfg.experiments.experiments), "experiments.yaml")
-        if dev.patch is not None and not (cfg.root.parent / dev.patch).is_file():
-            raise ConfigError(root / "devices.yaml", f"patch file {dev.patch!r} does not exist",
-                              "give a path relative to the kit's root", key=f"{key}.patch")
+        for pin_name, patch in dev.patches.items():
+            if pin_name not in cfg.lock.llama_cpp:
+                raise ConfigError(root / "devices.yaml", f"patch for pin {pin_name!r}, which lock.yaml does not have",
+                                  f"use one of: {', '.join(cfg.lock.llama_cpp)}", key=f"{key}.patches")
+            if not (cfg.root.parent / patch).is_file():
+                raise ConfigError(root / "devices.yaml", f"patch file {patch!r} does not exist",
+                                  "give a path relative to the kit's root", key=f"{key}.patches.{pin_name}")
+        if dev.patches and dev.default_pin not in dev.patches:
+            raise ConfigError(root / "devices.yaml", f"default_pin {dev.default_pin!r} has no patch",
+                              f"add patches.{dev.default_pin}, or use one of: {', '.join(dev.patches)}",
+                              key=f"{key}.default_pin")
     for claim in cfg.reference.claims:
         for model in (claim.numerator_model, claim.denominator_model):
             _check_names(root / "reference.yaml", f"claims.{claim.id}", (model,), model_ids, "models.yaml")

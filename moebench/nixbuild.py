@@ -160,7 +160,7 @@ def _manifest(cfg: Config, device: str, pin: str, info: dict[str, Any], result: 
               binaries: dict[str, Any]) -> dict[str, Any]:
     pinned = cfg.pin(pin)
     source = nixpins.generate(cfg)["pins"][pin]["source"]
-    patch = cfg.device(device).patch
+    patch = cfg.device(device).patches.get(pin)
     backend = cfg.device(device).backend
     fixed = backend != "cuda" or (system.endswith("-linux") and info["build_dir"] == "/build/moebench")
     return {

@@ -65,15 +65,16 @@ def _systems(backend: str, cmake_flags: tuple[str, ...]) -> tuple[list[str], str
 def generate(cfg: Config) -> dict[str, Any]:
     """The content of nix/pins.json for these configs."""
     pins = {name: {"commit": pin.commit, "build_number": pin.build_number, "tree_hash": pin.tree_hash,
-                   "generated_files": list(pin.generated_files), "source": _source(cfg, name)}
+                   "generated_files": list(pin.generated_files), "gitlinks": dict(sorted(pin.gitlinks.items())),
+                   "source": _source(cfg, name)}
             for name, pin in cfg.lock.llama_cpp.items()}
     devices = {}
     for name, device in cfg.devices.devices.items():
         systems, why = _systems(device.backend, device.cmake_flags)
-        patch = device.patch
         devices[name] = {"backend": device.backend, "cmake_flags": [*build.BASE_CMAKE_FLAGS, *device.cmake_flags],
                          "default_pin": device.default_pin, "systems": systems, "not_built_because": why,
-                         "patch": patch, "patch_sha256": sha256_file(cfg.root.parent / patch) if patch else None}
+                         "patches": {pin: {"path": patch, "sha256": sha256_file(cfg.root.parent / patch)}
+                                     for pin, patch in sorted(device.patches.items())}}
     return {"schema_version": PINS_SCHEMA_VERSION,
             "generated_by": "invoke nix.pins, from configs/lock.yaml and configs/devices.yaml; do not edit",
             "source_date_epoch": build.SOURCE_DATE_EPOCH, "prefix_map_target": build.PREFIX_MAP_TARGET,

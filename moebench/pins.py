@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from moebench import lockfile
+from moebench import lockfile, source
 from moebench.build import load_manifest, verify_binaries
-from moebench.config import Config
+from moebench.config import Config, load_config
 from moebench.errors import UserError
-from moebench.hashing import sha256_files
+from moebench.hashing import git_tree_hash, sha256_files
 from moebench.models import registry
 from moebench.models.download import lock_model_metadata
 
@@ -30,6 +30,7 @@ def record_source_pins(cfg: Config, manifest: dict[str, Any]) -> list[str]:
         tree_hash = manifest["source_tree_hash"]
         path = lockfile.record_tree_hash(pin_name, tree_hash, cfg.root)
         lines.append(f"recorded llama_cpp.{pin_name}.tree_hash = {tree_hash} in {path}")
+    lines += _record_listing(cfg, pin_name, manifest["source_tree_hash"])
     archive = pin.sources.archive
     # An archive whose sha256 is null is fetched only when the tree hash is pinned (source.py refuses
     # otherwise), and its extracted tree must then equal that pin: the archive was proven by the
@@ -42,6 +43,17 @@ def record_source_pins(cfg: Config, manifest: dict[str, Any]) -> list[str]:
         lines.append(f"recorded llama_cpp.{pin_name}.sources.archive.sha256 = {digest} in {path} "
                      f"(its tree matches the pinned tree_hash)")
     return lines
+
+
+def _record_listing(cfg: Config, pin_name: str, built_tree_hash: str) -> list[str]:
+    """Write the listing of the pin's tree (configs/trees/) where there is none and the fetched tree
+    hashes, once more, to what lock.yaml now pins; one line if written."""
+    pin = load_config(cfg.root).pin(pin_name)  # as lock.yaml holds it now
+    tree = source.tree_dir(pin_name, pin.commit)
+    if (built_tree_hash != pin.tree_hash or source.pinned_listing(cfg, pin_name, pin) is not None
+            or not tree.is_dir() or git_tree_hash(tree, exclude=pin.unhashed_paths) != pin.tree_hash):
+        return []
+    return [f"recorded the listing of llama_cpp.{pin_name}'s tree in {source.write_listing(cfg, pin_name, pin, tree)}"]
 
 
 def lock_from_measurements(cfg: Config, what: str, device: str, pin: str, scale: str = "tiny") -> Iterable[str]:

@@ -220,7 +220,7 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
                                    binary_name=binary_name, binary_path=binary, command_line=list(sys.argv),
                                    allow_unverified=allow_unverified, verified=verified),
                                models={m: _model_file(cfg, m, models_source, scale) for m in dict.fromkeys(c.model_id for c in todo)},
-                               router_overhead=dev.patch is not None, resume_command=resume_command, output=output)
+                               router_overhead=dev.patched, resume_command=resume_command, output=output)
                 ctx.model_stats = {m: _stat_key(path) for m, (path, *_) in ctx.models.items() if path is not None}
                 print(f"{experiment} on {device}: {len(todo)} cells to run ({summary.cells_skipped} already recorded), "
                       f"runner {mode}, output {output}", flush=True)
@@ -267,12 +267,13 @@ def _check_model_unchanged(ctx: _Context, model_id: str, saved: int) -> None:
 
 def _runner_mode(dev: Any, device: str, requested: str | None) -> str:
     """cli or server; a *_patched device runs the cli runner, as its patch instruments llama-cli only."""
-    mode = requested or os.environ.get("MOEBENCH_RUNNER") or (PATCHED_RUNNER_MODE if dev.patch else DEFAULT_RUNNER_MODE)
+    mode = requested or os.environ.get("MOEBENCH_RUNNER") or (PATCHED_RUNNER_MODE if dev.patched else DEFAULT_RUNNER_MODE)
     if mode not in engines.ENGINES:
         raise UserError("MOEBENCH_RUNNER", f"unknown runner {mode!r}", f"use one of: {', '.join(engines.ENGINES)}")
-    if dev.patch and mode != PATCHED_RUNNER_MODE:
+    if dev.patched and mode != PATCHED_RUNNER_MODE:
         raise UserError("MOEBENCH_RUNNER", f"device {device!r} measures router overhead with its patched llama-cli "
-                        f"({dev.patch}); the {mode} runner would not run it", "unset MOEBENCH_RUNNER or set it to cli")
+                        f"({', '.join(dev.patches.values())}); the {mode} runner would not run it",
+                        "unset MOEBENCH_RUNNER or set it to cli")
     return mode
 
 

@@ -1,11 +1,17 @@
 """Fetch llama.cpp at a pinned commit and prove the tree is the one the lock names.
 
 Three channels, one proof: whatever the channel (a PyPI sdist that vendors llama.cpp, a GitHub
-archive, a git checkout), the extracted tree's git tree id (`hashing.git_tree_hash`, ignoring the
-pin's `generated_files`) must equal `llama_cpp.<pin>.tree_hash` in configs/lock.yaml. Archives are
-also checked against their pinned SHA-256 *before* anything is extracted. A git checkout is in
-addition cross-checked with `git rev-parse HEAD^{tree}`, which is what makes a tree hash recorded
-from the git channel a proof rather than a first sighting.
+archive, a git checkout), the extracted tree's git tree id (`hashing.git_tree_hash`, leaving out the
+pin's `generated_files` and submodule `gitlinks`) must equal `llama_cpp.<pin>.tree_hash` in
+configs/lock.yaml. Archives are also checked against their pinned SHA-256 *before* anything is
+extracted. A git checkout is in addition cross-checked with git's own objects: the commit's
+gitlinks must be the pin's, and the checkout must hash to the tree git writes for the commit with
+those gitlinks removed (a temporary index, `git write-tree`). That is what makes a tree hash
+recorded from the git channel a proof rather than a first sighting.
+
+A proven tree's listing (path, mode, blob id) is kept in configs/trees/, and a tree that does not
+hash to the pin is reported with the first paths that differ from it; the listing is used only
+where it hashes to the pinned tree_hash itself.
 
 Nothing here writes the lock: the returned `SourceTree` carries the measured tree hash and archive
 SHA-256, and `pins.record_source_pins` (run by the tasks layer after a build) records those that
@@ -35,7 +41,7 @@ from pathlib import Path, PurePosixPath
 from moebench import paths
 from moebench.config import Config, LlamaCppPin
 from moebench.errors import ConfigError, IntegrityError, UserError
-from moebench.hashing import git_tree_hash, sha256_file
+from moebench.hashing import differing_paths, git_tree_hash, sha256_file, tree_entries, tree_hash_of_entries
 
 CHANNELS = ("git", "archive", "pypi_sdist")
 MARKER_VERSION = 1
@@ -108,7 +114,7 @@ def _from_marker(target: Path, pin: LlamaCppPin, channel: str) -> SourceTree | N
     if (data.get("marker_version") != MARKER_VERSION or data.get("commit") != pin.commit
             or data.get("channel") != channel or (pin.tree_hash is not None and data.get("tree_hash") != pin.tree_hash)):
         return None
-    if [data.get("files"), data.get("bytes")] != list(_tree_stats(target, pin.generated_files)):
+    if [data.get("files"), data.get("bytes")] != list(_tree_stats(target, pin.unhashed_paths)):
         return None  # files were added, removed or resized since the tree was verified
     return SourceTree(target, data["tree_hash"], channel, data.get("archive_sha256"), pin.commit)
 
@@ -123,15 +129,51 @@ def _write_marker(tree: SourceTree, exclude: tuple[str, ...]) -> None:
 
 # --- tree hash: compare with the lock, or measure it ----------------------------------------------
 
+def listing_path(cfg: Config, pin_name: str, pin: LlamaCppPin) -> Path:
+    return cfg.root / "trees" / f"{pin_name}-{pin.commit[:12]}.tsv"
+
+
+def pinned_listing(cfg: Config, pin_name: str, pin: LlamaCppPin) -> dict[str, tuple[str, str]] | None:
+    """The pinned tree's listing, or None where there is none or it does not hash to the pinned tree_hash."""
+    path = listing_path(cfg, pin_name, pin)
+    if pin.tree_hash is None or not path.is_file():
+        return None
+    entries = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            mode, oid, name = line.split("\t", 2)
+            entries[name] = (mode, oid)
+    return entries if tree_hash_of_entries(entries) == pin.tree_hash else None
+
+
+def write_listing(cfg: Config, pin_name: str, pin: LlamaCppPin, tree: Path) -> Path:
+    """Write configs/trees/<pin>-<commit>.tsv from a tree proven to be the pin's."""
+    entries = tree_entries(tree, exclude=pin.unhashed_paths)
+    path = listing_path(cfg, pin_name, pin)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = (f"# llama_cpp.{pin_name}: commit {pin.commit}, tree_hash {tree_hash_of_entries(entries)}; "
+            "mode, git blob id and path of every hashed file (source.py)\n")
+    path.write_text(head + "".join(f"{mode}\t{oid}\t{name}\n" for name, (mode, oid) in sorted(entries.items())),
+                    encoding="utf-8")
+    return path
+
+
 def _check_tree(cfg: Config, pin_name: str, pin: LlamaCppPin, tree: Path, origin: str, progress: bool) -> str:
-    actual = git_tree_hash(tree, exclude=pin.generated_files)
+    actual = git_tree_hash(tree, exclude=pin.unhashed_paths)
     if pin.tree_hash is None:
         _say(progress, f"measured tree hash {actual} of {tree} (lock.yaml pins none for {pin_name!r})")
     elif actual != pin.tree_hash:
+        reference = pinned_listing(cfg, pin_name, pin)
+        where = ("; first differing paths: " + ", ".join(differing_paths(tree_entries(tree, pin.unhashed_paths),
+                                                                       reference))
+                 if reference is not None else f" (no listing of the pinned tree in {listing_path(cfg, pin_name, pin)} "
+                                               "to name the differing paths)")
         raise IntegrityError(cfg.root / "lock.yaml",
-                             f"source tree from {origin} has tree hash {actual}, lock pins {pin.tree_hash}",
-                             "the source is not the pinned llama.cpp; check the source URL, or if the pin itself "
-                             "is wrong, set the correct tree_hash", key=f"llama_cpp.{pin_name}.tree_hash")
+                             f"source tree from {origin} has tree hash {actual}, lock pins {pin.tree_hash}{where}",
+                             "the source is another commit or was changed: a mirror or archive of another "
+                             "revision, files edited or generated after extraction; fetch it again, or if the "
+                             "pin itself is wrong, prove the commit's tree through the git channel",
+                             key=f"llama_cpp.{pin_name}.tree_hash")
     return actual
 
 
@@ -298,7 +340,7 @@ def _install(staged: Path, target: Path, result: SourceTree, pin: LlamaCppPin) -
     if target.exists():
         shutil.rmtree(target)
     os.replace(staged, target)
-    _write_marker(result, pin.generated_files)
+    _write_marker(result, pin.unhashed_paths)
     return result
 
 
@@ -331,8 +373,10 @@ def _fetch_archive(cfg: Config, pin_name: str, pin: LlamaCppPin, target: Path, p
 
 # --- git: fetch exactly the commit, let git prove the tree -----------------------------------------
 
-def _git(args: list[str], cwd: Path, what: str) -> str:
+def _git(args: list[str], cwd: Path, what: str, index: Path | None = None) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CEILING_DIRECTORIES": str(cwd.parent)}
+    if index is not None:
+        env["GIT_INDEX_FILE"] = str(index)
     try:
         done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     except FileNotFoundError:
@@ -362,11 +406,21 @@ def _fetch_git(cfg: Config, pin_name: str, pin: LlamaCppPin, target: Path, progr
         head = _git(["rev-parse", "HEAD"], tree, "git rev-parse")
         if head != pin.commit:
             raise IntegrityError(tree, f"checked out {head}, lock pins {pin.commit}", "check the git URL")
-        git_tree = _git(["rev-parse", "HEAD^{tree}"], tree, "git rev-parse")
-        measured = git_tree_hash(tree)
+        gitlinks = _gitlinks(tree)
+        if gitlinks != dict(pin.gitlinks):
+            raise IntegrityError(cfg.root / "lock.yaml", f"commit {pin.commit} has the submodule gitlinks "
+                                                         f"{gitlinks or 'none'}, lock.yaml lists {dict(pin.gitlinks) or 'none'}",
+                                 f"set llama_cpp.{pin_name}.gitlinks to what git lists (git ls-tree -r {pin.commit[:12]} "
+                                 "| grep ^160000)", key=f"llama_cpp.{pin_name}.gitlinks")
+        git_tree = _files_tree(tree, gitlinks, staging)
+        measured = git_tree_hash(tree, exclude=tuple(gitlinks))
         if measured != git_tree:
-            raise IntegrityError(tree, f"hashing the checkout gives {measured}, git says the commit's tree is {git_tree}",
-                                 "the checkout was altered (filters, autocrlf?); set core.autocrlf=false and retry")
+            changed = differing_paths(tree_entries(tree, tuple(gitlinks)), _git_entries(tree))
+            raise IntegrityError(tree, f"hashing the checkout gives {measured}, git's tree of commit {pin.commit[:12]} "
+                                       f"without its gitlinks is {git_tree}; differing paths: {', '.join(changed)}",
+                                 "git rewrote files on checkout: a clean/smudge filter, core.autocrlf or "
+                                 "core.symlinks=false in the git configuration (git config --show-origin -l); "
+                                 "unset them for this fetch and retry")
         tree_hash = _check_tree(cfg, pin_name, pin, tree, f"git {source.url}@{pin.commit}", progress)
         shutil.rmtree(tree / ".git")
         return _install(tree, target, SourceTree(target, tree_hash, "git", None, pin.commit), pin)
@@ -374,6 +428,42 @@ def _fetch_git(cfg: Config, pin_name: str, pin: LlamaCppPin, target: Path, progr
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _ls_tree(tree: Path) -> list[tuple[str, str, str, str]]:
+    """(mode, type, object id, path) of every entry of HEAD's tree, recursively."""
+    out = _git(["ls-tree", "-r", "-z", "--full-tree", "HEAD"], tree, "git ls-tree")
+    rows = []
+    for record in out.split("\0"):
+        if record:
+            info, path = record.split("\t", 1)
+            mode, kind, oid = info.split()
+            rows.append((mode, kind, oid, path))
+    return rows
+
+
+def _gitlinks(tree: Path) -> dict[str, str]:
+    """{path: submodule commit} of every gitlink in HEAD's tree."""
+    return {path: oid for mode, _, oid, path in _ls_tree(tree) if mode == "160000"}
+
+
+def _git_entries(tree: Path) -> dict[str, tuple[str, str]]:
+    """HEAD's files and symlinks as git records them, in the form of hashing.tree_entries."""
+    return {path: (mode, oid) for mode, kind, oid, path in _ls_tree(tree) if kind == "blob"}
+
+
+def _files_tree(tree: Path, gitlinks: dict[str, str], scratch: Path) -> str:
+    """git's own tree id of HEAD with `gitlinks` removed, written from a temporary index so the
+    checkout's index stays as it was."""
+    if not gitlinks:
+        return _git(["rev-parse", "HEAD^{tree}"], tree, "git rev-parse")
+    index = scratch / "files-only.index"
+    try:
+        _git(["read-tree", "HEAD"], tree, "git read-tree", index)
+        _git(["update-index", "--force-remove", "--", *sorted(gitlinks)], tree, "git update-index", index)
+        return _git(["write-tree"], tree, "git write-tree", index)
+    finally:
+        index.unlink(missing_ok=True)
+
+
 def verify_tree(tree: SourceTree, pin: LlamaCppPin) -> str:
     """Full re-hash of an extracted tree (for `invoke verify`); returns the measured tree hash."""
-    return git_tree_hash(tree.path, exclude=pin.generated_files)
+    return git_tree_hash(tree.path, exclude=pin.unhashed_paths)

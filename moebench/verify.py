@@ -130,7 +130,7 @@ def _source_checks(cfg: Config, pin_name: str) -> list[Check]:
         checks.append(Check("source tree", str(tree), pin.tree_hash, None, False,
                             f"not fetched (run: invoke build --pin {pin_name})"))
         return checks
-    actual = git_tree_hash(tree, exclude=pin.generated_files)
+    actual = git_tree_hash(tree, exclude=pin.unhashed_paths)
     note = f"lock.yaml llama_cpp.{pin_name}.tree_hash" if pin.tree_hash else "no tree_hash pinned in lock.yaml"
     tree_check = Check("source tree", str(tree), pin.tree_hash, actual, actual == pin.tree_hash, note,
                        digest="git tree id")

@@ -19,9 +19,11 @@ let
   flagsFile = writeText "moebench-cmake-flags" (lib.concatStringsSep "\n" recipe.cmakeFlags + "\n");
   envFile = writeText "moebench-env" (lib.concatStrings (lib.mapAttrsToList (k: v: "${k}=${v}\n") recipe.env));
   shimFile = writeText "moebench-git-shim" recipe.gitShim;
-  patchFile = if dev.patch == null then null else
-    let path = kitRoot + "/${dev.patch}"; in
-    assert builtins.hashFile "sha256" path == dev.patch_sha256; path;
+  # a patched device has one patch per pin (flake.nix offers it only at those pins)
+  patch = dev.patches.${pin} or null;
+  patchFile = if patch == null then null else
+    let path = kitRoot + "/${patch.path}"; in
+    assert builtins.hashFile "sha256" path == patch.sha256; path;
   src =
     if p.source.type == "git" then builtins.fetchGit { url = p.source.url; rev = p.source.rev; allRefs = true; }
     else fetchurl { url = p.source.url; sha256 = p.source.sha256; };

@@ -34,9 +34,12 @@ def test_null_tree_hash_is_recorded_once(served):
     served.pin(tree_hash=None)
     tree = source.fetch_source(served.config(), PIN, progress=False)
     lines = pins.record_source_pins(served.config(), source_manifest(tree))
-    assert lines == [f"recorded llama_cpp.{PIN}.tree_hash = {served.tree_hash} in {served.config_dir / 'lock.yaml'}"]
+    listing = served.config_dir / "trees" / f"{PIN}-{tree.commit[:12]}.tsv"
+    assert lines == [f"recorded llama_cpp.{PIN}.tree_hash = {served.tree_hash} in {served.config_dir / 'lock.yaml'}",
+                     f"recorded the listing of llama_cpp.{PIN}'s tree in {listing}"]
     cfg = served.config()
     assert cfg.pin(PIN).tree_hash == served.tree_hash
+    assert source.pinned_listing(cfg, PIN, cfg.pin(PIN)) is not None  # it hashes to the recorded tree_hash
     recorded = served.lock_bytes()
     assert pins.record_source_pins(cfg, source_manifest(tree)) == []
     assert served.lock_bytes() == recorded
@@ -46,8 +49,9 @@ def test_unpinned_archive_proven_by_the_pinned_tree_hash_is_recorded(served):
     served.pin_archive(sha256=None)
     tree = source.fetch_source(served.config(), PIN, channel="archive", progress=False)
     lines = pins.record_source_pins(served.config(), source_manifest(tree))
-    assert lines == [f"recorded llama_cpp.{PIN}.sources.archive.sha256 = {served.sha256} in "
-                     f"{served.config_dir / 'lock.yaml'} (its tree matches the pinned tree_hash)"]
+    assert lines[1:] == [f"recorded llama_cpp.{PIN}.sources.archive.sha256 = {served.sha256} in "
+                         f"{served.config_dir / 'lock.yaml'} (its tree matches the pinned tree_hash)"]
+    assert lines[0].startswith(f"recorded the listing of llama_cpp.{PIN}'s tree")
     pin = served.config().pin(PIN)
     assert pin.sources.archive.sha256 == served.sha256 and pin.tree_hash == served.tree_hash
 
