@@ -55,6 +55,11 @@ def test_shipped_configs_load_and_cross_reference():
     ("devices.yaml", "    default_pin: offline\n", "    default_pin: nightly\n", "devices.cpu.default_pin", "offline"),
     ("lock.yaml", "commit: f7cd13301c2a88f97073fd119072b4cc92c08df1", "commit: f7cd133", "llama_cpp.offline.commit", None),
     ("devices.yaml", "    backend: cpu\n", "", "devices.cpu.backend", "add the key"),
+    ("devices.yaml", "      offline: scripts/patches/router_overhead.patch\n      paper:",
+     "      nightly: scripts/patches/router_overhead.patch\n      paper:", "devices.cpu_patched.patches", "offline"),
+    ("devices.yaml", "      paper: scripts/patches/router_overhead_b4404.patch\n    env: {LLAMA_ROUTER_OVERHEAD: \"1\"}\n"
+                     "  cuda_patched:", "      paper: scripts/patches/missing.patch\n    env: {LLAMA_ROUTER_OVERHEAD: \"1\"}\n"
+                     "  cuda_patched:", "devices.cpu_patched.patches.paper", "relative to the kit's root"),
 ])
 def test_bad_input_names_file_key_and_fix(config_copy, filename, old, new, key, fix):
     edit(config_copy / filename, old, new)
@@ -87,3 +92,18 @@ def test_task_exits_2_with_one_line_on_bad_config(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "devices.yaml: devices.jetson.threads:" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_patched_device_refuses_a_pin_it_has_no_patch_for(config_copy):
+    from moebench.build import _patch_of
+
+    edit(config_copy / "devices.yaml", "      paper: scripts/patches/router_overhead_b4404.patch\n    env: "
+                                       "{LLAMA_ROUTER_OVERHEAD: \"1\"}\n  cuda_patched:",
+         "    env: {LLAMA_ROUTER_OVERHEAD: \"1\"}\n  cuda_patched:")
+    cfg = load_config(config_copy)
+    assert _patch_of(cfg, "cpu_patched", "offline")[0].name == "router_overhead.patch"
+    assert _patch_of(cfg, "cpu", "paper") == (None, None)
+    with pytest.raises(ConfigError) as caught:
+        _patch_of(cfg, "cpu_patched", "paper")
+    assert "cpu_patched has no router-overhead patch for pin 'paper'" in caught.value.one_line()
+    assert "build it at offline" in caught.value.one_line()

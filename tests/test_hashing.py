@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from moebench.hashing import git_tree_hash, sha256_file, sha256_files
+from moebench.hashing import (differing_paths, git_tree_hash, sha256_file, sha256_files, tree_entries,
+                              tree_hash_of_entries)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -77,3 +78,31 @@ def test_sha256_files_equals_hashlib(tmp_path):
     assert list(digests) == files
     for path in files:
         assert digests[path] == hashlib.sha256(path.read_bytes()).hexdigest() == sha256_file(path)
+
+
+def test_a_flat_listing_hashes_to_git_s_tree(repo):
+    entries = tree_entries(repo)
+    listed = git(repo, "ls-tree", "-r", "HEAD").splitlines()
+    assert entries == {line.split("\t")[1]: (line.split()[0], line.split()[2]) for line in listed}
+    assert tree_hash_of_entries(entries) == git(repo, "rev-parse", "HEAD^{tree}") == git_tree_hash(repo)
+
+
+def test_a_gitlink_left_out_gives_git_s_tree_without_it(repo):
+    """A submodule's gitlink (mode 160000) in the commit: the tree without it is what every channel hashes."""
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{'4' * 40},vendor/sub")
+    with_link = git(repo, "write-tree")
+    (repo / "vendor" / "sub").mkdir(parents=True)  # what a checkout leaves: an empty directory
+    assert git_tree_hash(repo) == git(repo, "rev-parse", "HEAD^{tree}") != with_link
+    (repo / "vendor" / "sub" / "README").write_text("an initialised submodule\n")
+    assert git_tree_hash(repo, exclude=["vendor/sub"]) == git(repo, "rev-parse", "HEAD^{tree}")
+
+
+def test_differing_paths_say_what_differs(repo):
+    pinned = tree_entries(repo)
+    (repo / "run.sh").chmod(0o644)
+    (repo / "a.txt").write_text("changed\n")
+    (repo / "a0").unlink()
+    (repo / "new.h").write_text("")
+    assert differing_paths(tree_entries(repo), pinned) == [
+        "a.txt (other content)", "a0 (missing)", "new.h (not in the pinned tree)", "run.sh (mode 100644, pinned 100755)"]
+    assert len(differing_paths(tree_entries(repo), pinned, limit=2)) == 2
