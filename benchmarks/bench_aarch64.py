@@ -75,7 +75,8 @@ def image_builds(cfg, runs: int) -> list[dict[str, Any]]:
             builds.append({"work_dir": home, "id": result.id, "layers": result.layers,
                            "archive_sha256": result.archive_sha256, "seconds": result.seconds,
                            "total_seconds": round(time.monotonic() - started, 1),
-                           "against_lock": lock_comparison(IMAGE, cfg.lock.images[IMAGE], result).verdict})
+                           "against_lock": lock_comparison(IMAGE, cfg.lock.images[IMAGE], result).verdict,
+                           "packages": result.packages})
             print(f"image build {run + 1}: {result.id} in {builds[-1]['total_seconds']} s", flush=True)
     return builds
 

@@ -1,11 +1,12 @@
-"""Do two CUDA builds of one pin, on two fresh machines and from two clone directories, give the same bytes?
+"""Do two builds of one device and pin (CUDA above all), on two fresh machines and from two clone directories, give
+the same bytes?
 
 Two steps, because one machine cannot stand in for two:
 
   build    on a GPU machine, in a clone of the kit at a path of its own on each machine: build --device
            there (its work directory inside that clone) and write what came out (binary and object
            SHA-256s, nvcc's version, the toolchain id, the compile path, the build time) to --out.
-  compare  here: read two such files and write benchmarks/results/cuda_reproducibility.json: the verdict
+  compare  here: read two such files and write benchmarks/results/reproducibility_<device>_<pin>.json: the verdict
            per binary, the objects that differ, and (with --objects-a/--objects-b, copies of the first
            differing object from each build) diffoscope's account of where the bytes differ.
 
@@ -47,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     compare.add_argument("--objects-a", type=Path, help="the first differing object as build A made it")
     compare.add_argument("--objects-b", type=Path, help="the same object as build B made it")
     compare.add_argument("--results-dir", type=Path, default=RESULTS,
-                         help="where cuda_reproducibility.json goes (default benchmarks/results)")
+                         help="where reproducibility_<device>_<pin>.json goes (default benchmarks/results)")
     return parser.parse_args()
 
 
@@ -96,7 +97,9 @@ def compare_step(a: argparse.Namespace) -> None:
                 for name, sha in first["binaries"].items()}
     differing = sorted(name for name, sha in first["objects"].items() if second["objects"].get(name) != sha)
     result = {
-        "question": "are two cuda builds of one pin, on two fresh machines from two clone paths, byte-identical?",
+        "question": f"are two {first['device']} builds of pin {first['pin']}, on two fresh machines from two clone "
+                    "paths, byte-identical?",
+        "device": first["device"], "pin": first["pin"],
         "same_toolchain": first["toolchain_id"] == second["toolchain_id"],
         "toolchain_id": first["toolchain_id"], "nvcc_version": first["nvcc_version"],
         "builds": [{k: v for k, v in side.items() if k not in ("objects", "binaries")} for side in (first, second)],
@@ -108,7 +111,10 @@ def compare_step(a: argparse.Namespace) -> None:
         result["diffoscope_first_differing_object"] = {"object": differing[0],
                                                        "report": diffoscope_summary(a.objects_a, a.objects_b)}
     a.results_dir.mkdir(parents=True, exist_ok=True)
-    out = a.results_dir / "cuda_reproducibility.json"
+    if (first["device"], first["pin"]) != (second["device"], second["pin"]):
+        raise SystemExit(f"{a.a} builds {first['device']}/{first['pin']}, {a.b} {second['device']}/{second['pin']}: "
+                         "compare two builds of one device and pin")
+    out = a.results_dir / f"reproducibility_{first['device']}_{first['pin']}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     for name, entry in binaries.items():
         print(f"{entry['verdict']:<10} {name:<15} {entry['a']}")

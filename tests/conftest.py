@@ -89,6 +89,33 @@ def apt_cache(tmp_path_factory):
         os.environ.pop("MOEBENCH_APT_CACHE", None)
 
 
+B4404_MIRROR_TAR = REPO_ROOT.parent / "shared" / "sources" / "llama.cpp-b4404.git.tar"
+GITHUB_LLAMA_CPP = "https://github.com/ggerganov/llama.cpp.git"
+
+
+@pytest.fixture(scope="session")
+def b4404_mirror(tmp_path_factory) -> Path:
+    """The bare repository of llama.cpp b4404 (the `paper` pin's commit alone), unpacked from the
+    kit's shared sources (their README says how it was made)."""
+    import tarfile
+
+    if not B4404_MIRROR_TAR.is_file():
+        pytest.skip(f"{B4404_MIRROR_TAR} is not here: the b4404 repository comes with the kit's shared sources")
+    root = tmp_path_factory.mktemp("b4404-mirror")
+    with tarfile.open(B4404_MIRROR_TAR) as tar:
+        tar.extractall(root, filter="tar")
+    return root / "llama.cpp-b4404.git"
+
+
+@pytest.fixture(scope="session")
+def b4404_git_config(b4404_mirror, tmp_path_factory) -> Path:
+    """A git configuration of the tests' own that serves the GitHub URL of lock.yaml from the mirror
+    (`url.<mirror>.insteadOf`), as an air-gapped lab does; pointed at by GIT_CONFIG_GLOBAL."""
+    config = tmp_path_factory.mktemp("b4404-gitconfig") / "gitconfig"
+    config.write_text(f'[url "{b4404_mirror}"]\n\tinsteadOf = {GITHUB_LLAMA_CPP}\n')
+    return config
+
+
 @pytest.fixture(scope="session")
 def pinned_bin_dir() -> Path:
     """bin/ of the kit's own cpu build of the offline pin: built on first use (minutes on 2 cores),

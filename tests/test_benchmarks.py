@@ -1,6 +1,7 @@
 """Every script in benchmarks/ runs at HEAD: each in its quick mode (the tiny replica, one repetition,
 results into a temporary directory), with what it wrote checked for the fields its README row names.
-The image benchmarks, which need root, mmdebstrap and the engine, run in tests/images/test_image_benchmarks.py."""
+The image benchmarks, which need root, mmdebstrap and the engine, run in tests/images/ (test_image_benchmarks.py,
+and test_aarch64.py, whose clean-state arm64 build is bench_aarch64.py's quick run)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from moebench.config import REPO_ROOT
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
-TEST_FILES = (Path(__file__), Path(__file__).parent / "images" / "test_image_benchmarks.py")
+TEST_FILES = (Path(__file__), Path(__file__).parent / "images" / "test_image_benchmarks.py",
+              Path(__file__).parent / "images" / "test_aarch64.py")
 MODEL = "llama-3.2-1b-instruct-q4km"
 
 
@@ -84,7 +86,7 @@ def test_cuda_reproducibility_steps_on_the_cpu_build(pinned_bin_dir, tmp_path):
                       label, "--out", str(tmp_path / f"{label}.json"))
     output = run_benchmark("bench_cuda_reproducibility.py", "compare", str(tmp_path / "a.json"),
                            str(tmp_path / "b.json"), "--results-dir", str(tmp_path / "results"))
-    body = json.loads((tmp_path / "results" / "cuda_reproducibility.json").read_text())
+    body = json.loads((tmp_path / "results" / "reproducibility_cpu_offline.json").read_text())
     assert body["identical"] and body["objects_compared"] > 10 and not body["objects_differing"]
     assert "llama-server" in body["binaries"] and all(e["verdict"] == "IDENTICAL" for e in body["binaries"].values())
     assert f"0 of {body['objects_compared']} objects differ" in output

@@ -132,19 +132,22 @@ def test_a_second_reproduce_resumes_and_records_nothing_twice(reproduction):
     assert "## Reproduction verdict" in (reproduction["results"] / "REPORT.md").read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def patched_build(pinned_bin_dir, tiny_replica_paths):
-    """The cpu_patched build (llama.cpp with scripts/patches/router_overhead.patch): built on first
-    use, then a content-checked no-op."""
+@pytest.fixture(scope="module", params=["offline", "paper"])
+def patched_build(request, pinned_bin_dir, tiny_replica_paths):
+    """The cpu_patched build at each pin, with that pin's patch (the paper pin's source from the b4404
+    mirror through insteadOf): built on first use, then a content-checked no-op."""
     from moebench.build import build
 
-    return build(load_config(), "cpu_patched", "offline", progress=False)
+    with pytest.MonkeyPatch.context() as env:
+        if request.param == "paper":
+            env.setenv("GIT_CONFIG_GLOBAL", str(request.getfixturevalue("b4404_git_config")))
+        yield build(load_config(), "cpu_patched", request.param, progress=False)
 
 
 def test_cpu_patched_run_records_router_overhead(patched_build, tmp_path):
     out = tmp_path / "router.jsonl"
     done, _ = invoke("run", "--device", "cpu_patched", "--experiment", "experiment_1_efficiency", "--smoke",
-                     "--only-models", OLMOE, "--output", str(out))
+                     "--only-models", OLMOE, "--pin", patched_build["pin"], "--output", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = list(read_records(out))
     assert records and {r["model_id"] for r in records} == {OLMOE}

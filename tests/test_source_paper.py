@@ -24,28 +24,21 @@ from moebench import source
 from moebench.config import REPO_ROOT, load_config
 from moebench.errors import IntegrityError
 
-MIRROR_TAR = REPO_ROOT.parent / "shared" / "sources" / "llama.cpp-b4404.git.tar"
 GITHUB = "https://github.com/ggerganov/llama.cpp.git"
 COMMIT = "0827b2c1da299805288abbd556d869318f2b121e"
 GIT_TREE = "918f53479d4e99db98fe7da7792e0abdb3a4ea96"  # git rev-parse 0827b2c1^{tree}, gitlink included
 
 
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory) -> Path:
-    """The bare repository of b4404, unpacked."""
-    if not MIRROR_TAR.is_file():
-        pytest.skip(f"{MIRROR_TAR} is not here: the b4404 repository comes with the kit's shared sources")
-    root = tmp_path_factory.mktemp("b4404-mirror")
-    with tarfile.open(MIRROR_TAR) as tar:
-        tar.extractall(root, filter="tar")
-    return root / "llama.cpp-b4404.git"
+@pytest.fixture
+def mirror(b4404_mirror) -> Path:
+    return b4404_mirror
 
 
 @pytest.fixture
-def insteadof(mirror, tmp_path, monkeypatch) -> Path:
-    """GIT_CONFIG_GLOBAL: a file of the test's own that sends the GitHub URL to the mirror."""
+def insteadof(b4404_git_config, tmp_path, monkeypatch) -> Path:
+    """GIT_CONFIG_GLOBAL: a copy of the tests' insteadOf file (some tests add to it), and a fresh home."""
     config = tmp_path / "gitconfig"
-    config.write_text(f'[url "{mirror}"]\n\tinsteadOf = {GITHUB}\n')
+    config.write_text(b4404_git_config.read_text())
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
     monkeypatch.setenv("MOEBENCH_HOME", str(tmp_path / "home"))
     return config

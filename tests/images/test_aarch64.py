@@ -1,6 +1,7 @@
 """aarch64 under qemu-user, as far as it goes without a Jetson.
 
-* The cpu-arm64 image, built from clean state, is the one lock.yaml pins.
+* The cpu-arm64 image, built from clean state, is the one lock.yaml pins. That build is
+  benchmarks/bench_aarch64.py's quick run, so one emulated build checks both the image and the script.
 * The jetson image's Dockerfile builds on its arm64 stand-in base (Debian, no CUDA) and its entry
   point, venv and the mounts of the host's Jetson tools work.
 * An emulated Jetson (the jetson profile's monitors and power mode, CUDA off, profile only in a
@@ -20,11 +21,13 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import assert_is_the_pinned_image, build_from_clean_state, work_home
+from conftest import assert_is_the_pinned_image, work_home
 from jetson_replay import replay_declaration, write_stand_ins
+from test_benchmarks import run_benchmark
 
 from moebench import paths
 from moebench.config import REPO_ROOT, load_config
@@ -41,12 +44,19 @@ SMOKE_MODEL = "olmoe-1b-7b-0924-instruct-q4km"
 
 
 @pytest.fixture(scope="module")
-def arm64_image(engine_client, can_debootstrap, can_emulate_aarch64, tmp_path_factory):
-    return build_from_clean_state(tmp_path_factory, "cpu-arm64")
+def arm64_quick_run(engine_client, can_debootstrap, can_emulate_aarch64, tmp_path_factory) -> dict:
+    """`bench_aarch64.py --quick`: the cpu-arm64 image built once from clean state and loaded."""
+    results = tmp_path_factory.mktemp("aarch64-results")
+    run_benchmark("bench_aarch64.py", "--quick", "--results-dir", str(results), timeout=1800)
+    return json.loads((results / "aarch64.json").read_text())
 
 
-def test_arm64_image_is_the_one_the_lock_pins(arm64_image, engine_client):
-    image = assert_is_the_pinned_image(arm64_image, "cpu-arm64", engine_client)
+def test_arm64_image_is_the_one_the_lock_pins(arm64_quick_run, engine_client):
+    assert arm64_quick_run["quick"] and set(arm64_quick_run) == {"benchmark", "host", "measured_at", "quick", "image"}
+    assert arm64_quick_run["host"]["machine"] == "x86_64" and arm64_quick_run["host"]["qemu"]
+    (build,) = arm64_quick_run["image"]["builds"]
+    image = assert_is_the_pinned_image(SimpleNamespace(**build), "cpu-arm64", engine_client)
+    assert build["against_lock"] in {"identical", "drift"}
     assert image.attrs["Architecture"] == "arm64"
     machine = engine_client.containers.run(image.id, entrypoint=["uname", "-m"], remove=True).decode().strip()
     assert machine == "aarch64"
