@@ -81,6 +81,21 @@ def sources_list(mirrors: tuple[str, ...]) -> str:
     return "\n".join(f"{line}\n" for line in mirrors)
 
 
+# Variables of the caller that mmdebstrap may see: where apt reaches the mirror, never what it installs.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def mmdebstrap_environment(source_date_epoch: int) -> dict[str, str]:
+    """The whole environment of the OS build, the same on every host: the caller's would reach the
+    packages' maintainer scripts. PYTHONDONTWRITEBYTECODE matters most: without it, the Python that
+    py3compile runs writes timestamp .pyc files of the modules it imports before py3compile writes
+    its SOURCE_DATE_EPOCH (hash-based) ones, and the OS layer then depends on whether the caller
+    happened to set it."""
+    return {"PATH": CHROOT_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", "TZ": "UTC",
+            "SOURCE_DATE_EPOCH": str(source_date_epoch), "PYTHONDONTWRITEBYTECODE": "1",
+            **{name: os.environ[name] for name in PROXY_VARIABLES if name in os.environ}}
+
+
 def debootstrap(name: str, spec: ImagePin, target: Path, source_date_epoch: int, log: Path) -> None:
     """mmdebstrap the image's suite into `target` (which must not exist), pinned to the lock's versions.
 
@@ -111,8 +126,7 @@ def debootstrap(name: str, spec: ImagePin, target: Path, source_date_epoch: int,
         fetched.mkdir()
         args += aptcache.hook_args(cache, fetched)
     args += [rootfs.suite, str(target), *(rootfs.fetch_mirrors or rootfs.mirrors)]
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch), "LC_ALL": "C.UTF-8", "TZ": "UTC"}
-    run_logged(args, log, "mmdebstrap", env)
+    run_logged(args, log, "mmdebstrap", mmdebstrap_environment(source_date_epoch))
     if cache is not None:
         aptcache.keep(fetched, cache)
     shutil.rmtree(staging)

@@ -73,12 +73,25 @@ def test_no_disk_space_for_an_image_is_one_line(tmp_path):
         subprocess.run(["umount", str(small)], check=True)
 
 
-def test_an_absent_image_and_a_local_image_of_another_digest_are_refused(engine_client, tmp_config_dir):
+@pytest.fixture(scope="module")
+def cpu_image_loaded(engine_client) -> None:
+    """moebench/cpu:local in the engine: built from the lock as a user would where it is not loaded yet
+    (the image tests build it too, beside these, in a pytest worker of their own)."""
+    try:
+        engine_client.images.get(engine.local_tag("cpu"))
+    except Exception:  # noqa: BLE001 - the engine's NotFound: build it as a user would
+        built = invoke("image.build", "--image", "cpu")
+        if built.returncode == 2 and "DRIFT:" in built.stderr:  # the mirror moved on: no pinned image to run in
+            pytest.skip(built.stderr.strip().splitlines()[-1])
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_an_absent_image_and_a_local_image_of_another_digest_are_refused(engine_client, cpu_image_loaded,
+                                                                         tmp_config_dir):
     with pytest.raises(UserError, match="not in the local engine") as caught:
         engine.image_by_tag(engine_client, "never-built")
     assert "invoke image.build --image never-built" in caught.value.fix
-    if not any(engine.local_tag("cpu") in image.tags for image in engine_client.images.list("moebench/cpu")):
-        pytest.skip("moebench/cpu:local is not loaded (test_builder.py loads it)")
     lock = tmp_config_dir / "lock.yaml"
     pinned = load_config().lock.images["cpu"].id
     lock.write_text(lock.read_text().replace(f"id: {pinned}", "id: sha256:" + "e" * 64))
@@ -88,17 +101,10 @@ def test_an_absent_image_and_a_local_image_of_another_digest_are_refused(engine_
 
 
 @pytest.mark.slow
-def test_in_image_smoke_records_the_locked_image_and_binaries(engine_client, tmp_path):
+def test_in_image_smoke_records_the_locked_image_and_binaries(engine_client, cpu_image_loaded, tmp_path):
     """`invoke reproduce --device cpu --smoke --in-image`: the build happens in the image, under /moebench."""
     cfg = load_config()
     image_id = cfg.lock.images["cpu"].id
-    try:
-        engine_client.images.get(engine.local_tag("cpu"))
-    except Exception:  # noqa: BLE001 - the engine's NotFound: build it as a user would
-        built = invoke("image.build", "--image", "cpu")
-        if built.returncode == 2 and "DRIFT:" in built.stderr:  # the mirror moved on: no pinned image to run in
-            pytest.skip(built.stderr.strip().splitlines()[-1])
-        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     raw, results = tmp_path / "raw", tmp_path / "results"
     done = invoke("reproduce", "--device", "cpu", "--smoke", "--in-image", "--raw-dir", str(raw),
                   "--output-dir", str(results))

@@ -46,3 +46,17 @@ def test_the_test_runner_s_tools_are_pinned_apart_from_what_images_install():
         assert name not in (REPO_ROOT / "configs" / "requirements.lock").read_text()
     assert all(len(re.findall(rf"^{re.escape(name)}==[^\n]*(?:\n    --hash=sha256:[0-9a-f]{{64}}[ \\]*)+", ci,
                               re.MULTILINE)) == 1 for name in pinned)
+
+
+def test_the_os_build_sees_a_fixed_environment_not_the_caller_s(monkeypatch):
+    """A caller's PYTHONDONTWRITEBYTECODE (or its absence) once changed the OS layer's .pyc files."""
+    from moebench.images.rootfs import mmdebstrap_environment
+
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    monkeypatch.setenv("PYTHONHASHSEED", "7")
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    env = mmdebstrap_environment(315532800)
+    assert env == {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+                   "LC_ALL": "C.UTF-8", "TZ": "UTC", "SOURCE_DATE_EPOCH": "315532800", "PYTHONDONTWRITEBYTECODE": "1",
+                   "http_proxy": "http://proxy.example:3128"}
