@@ -126,6 +126,17 @@ def pinned_bin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def second_cpu_build(pinned_bin_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """(work root, manifest) of the same pin built again from clean state in another absolute directory:
+    one full build (minutes on 2 cores), shared by every test that compares two builds."""
+    from moebench.build import build
+    from moebench.config import load_config
+
+    work_root = tmp_path_factory.mktemp("elsewhere") / "a" / "deeper" / "work-root"
+    return work_root, build(load_config(), "cpu", "offline", work_root=work_root, progress=False)
+
+
+@pytest.fixture(scope="session")
 def tiny_replica_paths(pinned_bin_dir) -> dict[str, Path]:
     """model id -> the kit's tiny Q4_K_M replica, made with the pinned build (checked against lock.yaml)."""
     from moebench.config import load_config

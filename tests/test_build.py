@@ -31,13 +31,10 @@ def kit_manifest(pinned_bin_dir) -> dict:
     return load_manifest(DEVICE, PIN)
 
 
-@pytest.fixture(scope="module")
-def second_build(pinned_bin_dir, tmp_path_factory):
-    """The same pin built again in another absolute directory (one full build, minutes on 2 cores)."""
-    work_root = tmp_path_factory.mktemp("elsewhere") / "a" / "deeper" / "work-root"
-    manifest = build(load_config(), DEVICE, PIN, work_root=work_root, progress=False)
-    yield work_root, manifest
-    shutil.rmtree(work_root, ignore_errors=True)  # hundreds of MB of objects
+@pytest.fixture
+def second_build(second_cpu_build):
+    """The same pin built again in another absolute directory (conftest.second_cpu_build)."""
+    return second_cpu_build
 
 
 def copy_build(work_root: Path) -> Path:

@@ -20,7 +20,7 @@ from test_bundle import Evidence
 
 from moebench import compare as compare_module
 from moebench.attest import attest
-from moebench.build import build, build_dir_for, load_manifest
+from moebench.build import build_dir_for, load_manifest
 from moebench.compare import compare, render, unpaired_ratio
 from moebench.config import load_config
 
@@ -161,13 +161,10 @@ def test_an_unreadable_side_exits_2(tmp_path, isolated_home):
 
 # --- the real build, twice ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def second_build(pinned_bin_dir, tmp_path_factory):
-    """The pin built again in another MOEBENCH_HOME-like work root (one full build, minutes on 2 cores)."""
-    work_root = tmp_path_factory.mktemp("other-lab") / "work"
-    build(load_config(), DEVICE, PIN, work_root=work_root, progress=False)
-    yield work_root
-    shutil.rmtree(work_root, ignore_errors=True)
+@pytest.fixture
+def second_build(second_cpu_build) -> Path:
+    """The work root of the pin built again in another directory (conftest.second_cpu_build)."""
+    return second_cpu_build[0]
 
 
 @pytest.mark.slow
