@@ -15,7 +15,7 @@ from moebench import lockfile, source
 from moebench.build import load_manifest, verify_binaries
 from moebench.config import Config, load_config
 from moebench.errors import UserError
-from moebench.hashing import git_tree_hash, sha256_files
+from moebench.hashing import sha256_files, tree_entries, tree_hash_of_entries
 from moebench.models import registry
 from moebench.models.download import lock_model_metadata
 
@@ -50,10 +50,12 @@ def _record_listing(cfg: Config, pin_name: str, built_tree_hash: str) -> list[st
     hashes, once more, to what lock.yaml now pins; one line if written."""
     pin = load_config(cfg.root).pin(pin_name)  # as lock.yaml holds it now
     tree = source.tree_dir(pin_name, pin.commit)
-    if (built_tree_hash != pin.tree_hash or source.pinned_listing(cfg, pin_name, pin) is not None
-            or not tree.is_dir() or git_tree_hash(tree, exclude=pin.unhashed_paths) != pin.tree_hash):
+    if built_tree_hash != pin.tree_hash or source.pinned_listing(cfg, pin_name, pin) is not None or not tree.is_dir():
         return []
-    return [f"recorded the listing of llama_cpp.{pin_name}'s tree in {source.write_listing(cfg, pin_name, pin, tree)}"]
+    entries = tree_entries(tree, exclude=pin.unhashed_paths)
+    if tree_hash_of_entries(entries) != pin.tree_hash:
+        return []
+    return [f"recorded the listing of llama_cpp.{pin_name}'s tree in {source.write_listing(cfg, pin_name, pin, entries)}"]
 
 
 def lock_from_measurements(cfg: Config, what: str, device: str, pin: str, scale: str = "tiny") -> Iterable[str]:

@@ -146,9 +146,9 @@ def pinned_listing(cfg: Config, pin_name: str, pin: LlamaCppPin) -> dict[str, tu
     return entries if tree_hash_of_entries(entries) == pin.tree_hash else None
 
 
-def write_listing(cfg: Config, pin_name: str, pin: LlamaCppPin, tree: Path) -> Path:
-    """Write configs/trees/<pin>-<commit>.tsv from a tree proven to be the pin's."""
-    entries = tree_entries(tree, exclude=pin.unhashed_paths)
+def write_listing(cfg: Config, pin_name: str, pin: LlamaCppPin, entries: dict[str, tuple[str, str]]) -> Path:
+    """Write configs/trees/<pin>-<commit>.tsv from the entries (hashing.tree_entries) of a tree proven
+    to be the pin's."""
     path = listing_path(cfg, pin_name, pin)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = (f"# llama_cpp.{pin_name}: commit {pin.commit}, tree_hash {tree_hash_of_entries(entries)}; "
