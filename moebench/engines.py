@@ -468,6 +468,25 @@ class ServerEngine(Engine):
             outcome.null_reasons["ttft_ms"] = "llama-server streamed no token before its final chunk"
         return outcome
 
+    def tokenize(self, model: Path, knobs: Knobs, text: str, add_special: bool) -> list[int]:
+        """The token ids llama-server's /tokenize gives `text`: the tokenizer a /completion prompt
+        goes through (special-token text parsed), `add_special` adding BOS where the model wants it."""
+        self._ensure_server(model, knobs)
+        if self._start_failure is not None:
+            raise RuntimeError(f"llama-server did not start for {model}: {self._start_failure['message']}")
+        body = json.dumps({"content": text, "add_special": add_special}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=self.timeout_s)
+        try:
+            conn.request("POST", "/tokenize", body=body, headers={"Content-Type": "application/json",
+                                                                  "Authorization": f"Bearer {self._api_key}"})
+            response = conn.getresponse()
+            payload = response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"llama-server /tokenize answered HTTP {response.status}: {payload[:300]!r}")
+        return [int(t) for t in json.loads(payload)["tokens"]]
+
     def _request_failure(self, proc: subprocess.Popen[Any], error: str, oom_before: int | None) -> dict[str, Any]:
         log = self._scrub(self._log.read_text(errors="replace")) if self._log else ""
         timed_out = error == "timeout" or "timed out" in error

