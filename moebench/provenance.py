@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from moebench.bandwidth import measure_memory_bandwidth
-from moebench.config import REPO_ROOT, Config
+from moebench.config import REPO_ROOT, Config, ModelSpec
 from moebench.errors import UserError
 from moebench.hashing import sha256_file
 from moebench.monitors.nvml import gpu_identity
@@ -196,13 +196,23 @@ def collect_run_provenance(cfg: Config, *, device: str, pin: str, manifest: dict
     return prov
 
 
+REAL_MODEL_TOKENIZER = "real (the model file's own)"
+
+
+def tokenizer_statement(spec: ModelSpec, model_source: str) -> str:
+    """Whose tokenizer the model file carries: a real file its own, a replica the one models.yaml
+    names (`real (llama.cpp models/ggml-vocab-llama-bpe.gguf)`, `approximate (...)`, `synthetic`)."""
+    return REAL_MODEL_TOKENIZER if model_source == "real" else spec.tokenizer.statement
+
+
 def for_model(run_provenance: dict[str, Any], *, model_path: Path | None, model_sha256: str | None,
-              model_source: str, reason: str | None = None) -> dict[str, Any]:
+              model_source: str, tokenizer: str, reason: str | None = None) -> dict[str, Any]:
     prov = dict(run_provenance)
     prov["null_reasons"] = dict(run_provenance["null_reasons"])
     prov["model_path"] = str(model_path) if model_path else None
     prov["model_sha256"] = model_sha256
     prov["model_source"] = model_source
+    prov["tokenizer"] = tokenizer
     for name in ("model_path", "model_sha256"):
         if prov[name] is None:
             prov["null_reasons"][name] = reason or "model not resolved"

