@@ -80,10 +80,10 @@ def largest_n_predict(cfg: Config) -> int:
 
 
 def prompt_token_table(cfg: Config, models: dict[str, Path], server_binary: Path, *,
-                       vector_files: dict[str, Path] | None = None) -> dict[str, Any]:
+                       vector_files: dict[str, tuple[str, Path]] | None = None) -> dict[str, Any]:
     """Token count of every prompt for every model in `models` (id -> GGUF), and whether it fits.
 
-    `vector_files` (model id -> .inp/.out prefix) adds each model's test-vector result to the table.
+    `vector_files` (model id -> (label, .inp/.out prefix)) adds each model's test-vector result.
     """
     knobs = tokenize_knobs(cfg)
     room = largest_n_predict(cfg)
@@ -108,10 +108,10 @@ def prompt_token_table(cfg: Config, models: dict[str, Path], server_binary: Path
                     "max_tokens": max(counts.values()), "all_fit": all(n <= limit for n in counts.values()),
                 }
                 if vector_files and model_id in vector_files:
-                    vectors = read_test_vectors(vector_files[model_id])
+                    label, prefix = vector_files[model_id]
+                    vectors = read_test_vectors(prefix)
                     mismatches = check_vectors(engine, path, knobs, vectors)
-                    entry["test_vectors"] = {"file": str(vector_files[model_id]), "inputs": len(vectors),
-                                             "mismatches": len(mismatches)}
+                    entry["test_vectors"] = {"file": label, "inputs": len(vectors), "mismatches": len(mismatches)}
                 table["models"][model_id] = entry
         finally:
             engine.close()
@@ -139,14 +139,14 @@ def render_table(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def vector_files(cfg: Config, tree: Path) -> dict[str, Path]:
-    """Each model's test vectors: llama.cpp's own in the pinned `tree`, else the kit's recorded ones."""
+def vector_files(cfg: Config, tree: Path) -> dict[str, tuple[str, Path]]:
+    """Each model's test vectors, labelled: llama.cpp's own in the pinned `tree`, else the kit's."""
     files = {}
     for model_id, spec in cfg.models.models.items():
         if spec.tokenizer.test_vectors:
-            files[model_id] = tree / spec.tokenizer.test_vectors
+            files[model_id] = (f"llama.cpp {spec.tokenizer.test_vectors}", tree / spec.tokenizer.test_vectors)
         elif spec.tokenizer.recorded_vectors:
-            files[model_id] = cfg.root.parent / spec.tokenizer.recorded_vectors
+            files[model_id] = (spec.tokenizer.recorded_vectors, cfg.root.parent / spec.tokenizer.recorded_vectors)
     return files
 
 

@@ -173,7 +173,8 @@ def test_the_checks_fail_for_another_tokenizer_and_a_smaller_context(module_cfg,
     small = module_cfg.experiments.model_copy(update={
         "generation": module_cfg.experiments.generation.model_copy(update={"ctx_size": 1536})})
     cfg = dataclasses.replace(module_cfg, experiments=small)
-    table = prompt_token_table(cfg, {llama: tiny[llama].path}, server, vector_files={llama: qwen_vectors})
+    table = prompt_token_table(cfg, {llama: tiny[llama].path}, server,
+                               vector_files={llama: ("llama.cpp models/ggml-vocab-qwen2.gguf", qwen_vectors)})
     failed = problems(table)
     assert table["models"][llama]["test_vectors"]["mismatches"] > 0
     assert any("test vectors of" in line and "ggml-vocab-qwen2.gguf" in line for line in failed)
