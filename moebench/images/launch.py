@@ -7,8 +7,8 @@ passes it in as MOEBENCH_IMAGE_DIGEST: provenance stamps it on every record, and
 inside refuses to go on when it is not the lock's. The launcher refuses first, before the
 container starts, so a mismatch costs nothing.
 
-The source is fetched and hash-checked on the host before the container starts: the image
-needs no network for a replica run. The container runs as the calling user (files in the
+The source and the tokenizer packages are fetched and hash-checked on the host before the
+container starts: the image needs no network for a replica run. The container runs as the calling user (files in the
 checkout stay the user's), with an init process that forwards Ctrl-C to the kit and reaps its
 children, and it is removed on every exit path.
 """
@@ -27,6 +27,7 @@ from moebench.images import engine
 from moebench.images.archive import KIT_MOUNT
 from moebench.images.builder import build_image
 from moebench.images.identity import pinned_id, refuse_unless_pinned
+from moebench.models.tokenizer_source import fetch_packages
 from moebench.source import fetch_source
 
 WORK_MOUNT = "/moebench-work"
@@ -100,6 +101,7 @@ def run_in_image(cfg: Config, device: str, pin: str, task_args: list[str], raw_d
     client = engine.connect()
     image = pinned_image(cfg, client, name)
     fetch_source(cfg, pin)
+    fetch_packages(cfg)
     options = _device_options(cfg, device)
     volumes = {**_volumes(raw_dir, output_dir), **options.pop("extra_volumes", {})}
     print(f"in image {name} ({image.id}): invoke {' '.join(task_args)}", flush=True)

