@@ -80,9 +80,16 @@ def run_cells(mode: str, a: argparse.Namespace, cells: list[Cell], monitor_names
 
 
 def rates(outcomes: list[engines.Outcome]) -> dict[str, list[float]]:
+    """The rates the runner has: the study's (llama-cli's counters) and/or the end-to-end ones
+    (llama-server's slot timers, `e2e_*`), each under its own name, never one for the other."""
     m = [o.measured for o in outcomes]
-    return {"gen_tokens_per_s": [x["gen_tokens"] * 1000 / x["gen_ms"] for x in m],
-            "prefill_tokens_per_s": [x["prompt_tokens"] * 1000 / x["prefill_ms"] for x in m]}
+    out: dict[str, list[float]] = {}
+    for prefix in ("", "e2e_"):
+        if all(x.get(f"{prefix}gen_ms") for x in m):
+            out[f"{prefix}gen_tokens_per_s"] = [x["gen_tokens"] * 1000 / x[f"{prefix}gen_ms"] for x in m]
+        if all(x.get(f"{prefix}prefill_ms") for x in m):
+            out[f"{prefix}prefill_tokens_per_s"] = [x["prompt_tokens"] * 1000 / x[f"{prefix}prefill_ms"] for x in m]
+    return out
 
 
 def stats(values: list[float]) -> dict[str, float]:

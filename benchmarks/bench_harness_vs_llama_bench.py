@@ -1,95 +1,177 @@
 """(a) Does the harness report the throughput llama-bench reports for the same binary build, model,
-token counts and threads? Ratio = harness mean / llama-bench avg, per runner and sampler chain, gen
-and prefill: an ablation in one run, so each suspect of a gap is measured against the same reference.
+token counts and threads? And where a runner differs, which suspect holds the gap? An ablation in one
+interleaved run: each variant switches one thing off or on against the kit's runner as it runs, and
+every variant is measured against the same llama-bench reference.
 
-- runner: server (one streamed HTTP request per cell) against cli (one process, no HTTP) isolates the
-  HTTP/streaming path;
-- sampler chain: `default` is llama.cpp's own chain at temperature 0 (what the harness sent before),
-  `greedy` the top_k=1 chain the harness sends now; llama-bench samples nothing at all.
+Rates compared: for llama-cli its perf footer (llama.cpp's prompt-only and decode-only counters, the
+study's metric, `gen_tokens_per_s` / `prefill_tokens_per_s` in records); for llama-server its slot
+timers, which hold sampling and serving too (`e2e_*` in records), since it has no other.
 
-llama-bench's tg test times n decodes; the harness's gen_tokens counts decode steps too (n_predict - 1),
-so llama-bench runs with -n n_predict-1 and -p the harness's own prompt token count. Runs alternate
-between the configurations and llama-bench rep by rep (one engine per configuration, started once,
-its first cell a warm-up; llama-bench -r 1 after its own warm-up), so a drift of the machine during
-the run spreads over all of them.
+Variants (GPU-only ones are left out on a CPU run):
+- cli: the kit's runner as it runs (llama.cpp's default sampler chain at temperature 0);
+- cli, greedy sampler chain (top_k 1): sampling's share;
+- cli --no-warmup: llama-cli's own warm-up decode before the prompt;
+- cli, context = 512 (llama-bench sizes its context to prompt + generation; the kit uses 2048 here);
+- cli, -ub 2048 (one micro-batch of 2048 instead of 512; the prompt is far shorter than either);
+- cli, CUDA_MODULE_LOADING=EAGER: kernels loaded at start instead of at their first launch (CUDA);
+- cli, GGML_CUDA_DISABLE_GRAPHS=1: CUDA graphs off (CUDA; llama-bench is also run so, as a second
+  reference, to tell a graph effect on both from one on llama-cli alone);
+- server (streamed), server greedy, server not streamed: the serving path's share.
+
+llama-bench's tg test times n decodes; gen_tokens counts decode steps (n_predict - 1), so llama-bench
+runs with -n gen_tokens and -p the harness's own prompt token count. Runs alternate between the
+variants and llama-bench rep by rep (one engine per variant, started once, its first cell a warm-up;
+llama-bench -r 1 after its own warm-up), so a drift of the machine spreads over all of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import random
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import PROMPT, args, cell, knobs, rates, stats, write
 
 from moebench import engines, parse
 from moebench.monitors import create_monitors
+from moebench.plan import Knobs
 
-CONFIGS = (("server", "greedy"), ("server", "default"), ("cli", "greedy"), ("cli", "default"))
+GRAPHS_OFF = {"GGML_CUDA_DISABLE_GRAPHS": "1"}
+ORDER_SEED = 20261203
 
 
-def llama_bench(a, k, n_prompt: int, n_gen: int) -> tuple[list[str], float, float]:
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    runner: str
+    suspect: str
+    chain: str = "default"
+    env: dict[str, str] = field(default_factory=dict)
+    cli_args: tuple[str, ...] = ()
+    knobs: dict[str, int] = field(default_factory=dict)
+    stream: bool = True
+    gpu_only: bool = False
+    reference: str = "default"   # which llama-bench run it is compared with
+
+
+VARIANTS = (
+    Variant("cli", "cli", "none: the kit's runner as it runs"),
+    Variant("cli greedy", "cli", "sampler chain (llama.cpp's default chain -> top_k 1)", chain="greedy"),
+    Variant("cli no-warmup", "cli", "llama-cli's warm-up decode", cli_args=("--no-warmup",)),
+    Variant("cli ctx 512", "cli", "context size (2048 -> 512, about llama-bench's)", knobs={"ctx_size": 512}),
+    Variant("cli ubatch 2048", "cli", "micro-batch size (512 -> 2048)", knobs={"ubatch_size": 2048}),
+    Variant("cli eager modules", "cli", "CUDA lazy module loading (first launch of each kernel)",
+            env={"CUDA_MODULE_LOADING": "EAGER"}, gpu_only=True),
+    Variant("cli eager greedy", "cli", "eager module loading and the top_k 1 chain together",
+            chain="greedy", env={"CUDA_MODULE_LOADING": "EAGER"}, gpu_only=True),
+    Variant("cli graphs off", "cli", "CUDA graphs (compared with llama-bench, graphs off too)", env=GRAPHS_OFF,
+            gpu_only=True, reference="graphs_off"),
+    Variant("server", "server", "serving path: HTTP, streaming, the server loop, sampling"),
+    Variant("server greedy", "server", "serving path with the top_k 1 chain", chain="greedy"),
+    Variant("server no-stream", "server", "streaming (one JSON answer instead)", stream=False),
+)
+
+
+def llama_bench(a, k: Knobs, n_prompt: int, n_gen: int, env: dict[str, str]) -> tuple[list[str], float, float]:
     """One llama-bench pass (-r 1, after its own warm-up): (argv, pp tok/s, tg tok/s)."""
     argv = [str(a.bin_dir / "llama-bench"), "-m", str(a.model), "-p", str(n_prompt), "-n", str(n_gen),
             "-t", str(a.threads), "-b", str(k.batch_size), "-ub", str(k.ubatch_size), "-ngl", str(a.ngl),
             "-r", "1", "-o", "json"]
-    rows = parse.parse_llama_bench_json(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, env={**os.environ, **env})
+    rows = parse.parse_llama_bench_json(done.stdout)
     pp = next(r for r in rows if r.n_prompt and not r.n_gen)
     tg = next(r for r in rows if r.n_gen and not r.n_prompt)
     return argv, pp.avg_tokens_per_s, tg.avg_tokens_per_s
 
 
-def interleaved(a, k) -> tuple[dict[tuple[str, str], list[engines.Outcome]], dict[str, list[float]], list[str]]:
-    """Every configuration's outcomes and llama-bench's pp/tg, measured rep by rep in turn (the first
-    harness cell of each engine is a warm-up); llama-bench gets the harness's own token counts."""
+def make_engine(variant: Variant, a, work: Path) -> engines.Engine:
+    engine_type = engines.ENGINES[variant.runner]
+    engine = engine_type(a.bin_dir / engines.BINARY_FOR_MODE[variant.runner], work, 600.0,
+                         env={**os.environ, **variant.env} if variant.env else None, sampler_chain=variant.chain)
+    if isinstance(engine, engines.CliEngine):
+        engine.extra_args = variant.cli_args
+    if isinstance(engine, engines.ServerEngine):
+        engine.stream = variant.stream
+    return engine
+
+
+def interleaved(a, k: Knobs, variants: tuple[Variant, ...], references: dict[str, dict[str, str]]):
+    """Every variant's outcomes and each llama-bench reference's pp/tg, measured rep by rep in turn."""
     monitors = create_monitors(("psutil",))
     hooks = engines.MonitorHooks(start=lambda pid: [m.start(pid) for m in monitors],
                                  stop=lambda: [m.stop() for m in monitors])
-    results: dict[tuple[str, str], list[engines.Outcome]] = {c: [] for c in CONFIGS}
-    reference: dict[str, list[float]] = {"pp_tokens_per_s": [], "tg_tokens_per_s": []}
-    argv: list[str] = []
+    results: dict[str, list[engines.Outcome]] = {v.name: [] for v in variants}
+    reference = {name: {"pp_tokens_per_s": [], "tg_tokens_per_s": [], "argv": []} for name in references}
     with tempfile.TemporaryDirectory() as work:
-        for config in CONFIGS:  # each engine's own directory, where a server writes its API key at once
-            (Path(work) / "-".join(config)).mkdir()
-        running = {c: engines.ENGINES[c[0]](a.bin_dir / engines.BINARY_FOR_MODE[c[0]], Path(work) / "-".join(c), 600.0,
-                                            sampler_chain=c[1]) for c in CONFIGS}
+        running = []
+        for i, variant in enumerate(variants):   # each engine's own directory (a server writes its key there)
+            (Path(work) / str(i)).mkdir()
+            running.append((variant, make_engine(variant, a, Path(work) / str(i))))
+        order = random.Random(ORDER_SEED)
         try:
             for rep in range(a.reps + 1):
-                for config, engine in running.items():
-                    outcome = engine.run_cell(cell(k, rep), a.model, PROMPT, hooks)
-                    if outcome.failure:
-                        raise RuntimeError(f"{config} cell failed: {outcome.failure}")
-                    if rep:
-                        results[config].append(outcome)
                 if rep:
-                    measured = results[CONFIGS[0]][0].measured
-                    argv, pp, tg = llama_bench(a, k, measured["prompt_tokens"], measured["gen_tokens"])
-                    reference["pp_tokens_per_s"].append(pp)
-                    reference["tg_tokens_per_s"].append(tg)
+                    order.shuffle(running)
+                for variant, engine in running:
+                    vk = dataclasses.replace(k, **variant.knobs)
+                    outcome = engine.run_cell(cell(vk, rep), a.model, PROMPT, hooks)
+                    if outcome.failure:
+                        raise RuntimeError(f"{variant.name} cell failed: {outcome.failure}")
+                    if rep:
+                        results[variant.name].append(outcome)
+                if rep:
+                    measured = results["cli"][0].measured
+                    for name, env in references.items():
+                        argv, pp, tg = llama_bench(a, k, measured["prompt_tokens"], measured["gen_tokens"], env)
+                        reference[name]["argv"] = argv
+                        reference[name]["pp_tokens_per_s"].append(pp)
+                        reference[name]["tg_tokens_per_s"].append(tg)
         finally:
-            for engine in running.values():
+            for _, engine in running:
                 engine.close()
-    return results, reference, argv
+    return results, reference
 
 
 def main() -> None:
     a = args(__doc__)
     k = knobs(a)
-    body: dict = {"runners": {}}
-    outcomes, reference, argv = interleaved(a, k)
-    for (mode, chain), done in outcomes.items():
-        entry = {name: stats(v) for name, v in rates(done).items()}
-        entry.update(prompt_tokens=done[0].measured["prompt_tokens"], gen_tokens=done[0].measured["gen_tokens"])
-        body["runners"][f"{mode}/{chain}"] = entry
-    pp, tg = stats(reference["pp_tokens_per_s"]), stats(reference["tg_tokens_per_s"])
-    body["llama_bench"] = {"argv": argv, "pp_tokens_per_s": pp, "tg_tokens_per_s": tg}
-    body["ablation"] = [{"runner": name.split("/")[0], "sampler_chain": name.split("/")[1],
-                         "gen_ratio": r["gen_tokens_per_s"]["mean"] / tg["mean"],
-                         "prefill_ratio": r["prefill_tokens_per_s"]["mean"] / pp["mean"]}
-                        for name, r in body["runners"].items()]
-    print(f"{'runner':<8} {'chain':<8} {'gen / llama-bench':>18} {'prefill / llama-bench':>22}")
+    gpu = a.ngl > 0
+    variants = tuple(v for v in VARIANTS if gpu or not v.gpu_only)
+    references = {"default": {}, **({"graphs_off": GRAPHS_OFF} if gpu else {})}
+    outcomes, reference = interleaved(a, k, variants, references)
+    body: dict = {"order": f"variants shuffled each rep (random.Random({ORDER_SEED})), llama-bench after them",
+                  "llama_bench": {}, "variants": {}, "ablation": []}
+    for name, ref in reference.items():
+        body["llama_bench"][name] = {"argv": ref["argv"], "env": references[name],
+                                     "pp_tokens_per_s": stats(ref["pp_tokens_per_s"]),
+                                     "tg_tokens_per_s": stats(ref["tg_tokens_per_s"])}
+    for variant in variants:
+        done = outcomes[variant.name]
+        measured = {n: stats(v) for n, v in rates(done).items()}
+        prefix = "" if variant.runner == "cli" else "e2e_"
+        ref = body["llama_bench"][variant.reference]
+        gen, prefill = measured[f"{prefix}gen_tokens_per_s"], measured[f"{prefix}prefill_tokens_per_s"]
+        body["variants"][variant.name] = {"runner": variant.runner, "suspect": variant.suspect,
+                                          "chain": variant.chain, "env": variant.env, "cli_args": variant.cli_args,
+                                          "knobs": variant.knobs, "stream": variant.stream,
+                                          "rates": measured, "reference": variant.reference,
+                                          "prompt_tokens": done[0].measured["prompt_tokens"],
+                                          "gen_tokens": done[0].measured["gen_tokens"]}
+        body["ablation"].append({"variant": variant.name, "runner": variant.runner, "metric":
+                                 "llama.cpp counters (study)" if prefix == "" else "slot timers (end to end)",
+                                 "gen_ratio": gen["mean"] / ref["tg_tokens_per_s"]["mean"],
+                                 "prefill_ratio": prefill["mean"] / ref["pp_tokens_per_s"]["mean"]})
+    base = next(r for r in body["ablation"] if r["variant"] == "cli")
     for row in body["ablation"]:
-        print(f"{row['runner']:<8} {row['sampler_chain']:<8} {row['gen_ratio']:>18.4f} {row['prefill_ratio']:>22.4f}")
+        row["gen_change_vs_cli"] = row["gen_ratio"] / base["gen_ratio"] - 1
+        row["prefill_change_vs_cli"] = row["prefill_ratio"] / base["prefill_ratio"] - 1
+    print(f"{'variant':<20} {'gen / llama-bench':>18} {'prefill / llama-bench':>22}")
+    for row in body["ablation"]:
+        print(f"{row['variant']:<20} {row['gen_ratio']:>18.4f} {row['prefill_ratio']:>22.4f}")
     write("harness_vs_llama_bench", a, body)
 
 

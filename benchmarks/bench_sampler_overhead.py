@@ -1,5 +1,6 @@
 """(b) What does the psutil sampler (20 Hz, in the harness process) cost llama.cpp's throughput?
-Cells alternate sampling on / off in one persistent server so both see the same machine state."""
+Cells of the cli runner (the kit's runner) alternate sampling on / off, so both see the same machine
+state; the rate is llama-cli's decode-only counter, the study's metric."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def main() -> None:
     k = knobs(a)
     on, off = [], []
     with tempfile.TemporaryDirectory() as work:
-        engine = engines.ServerEngine(a.bin_dir / "llama-server", Path(work), 600.0)
+        engine = engines.CliEngine(a.bin_dir / "llama-cli", Path(work), 600.0)
         try:
             for rep in range(2 * a.reps + 1):
                 monitors = create_monitors(("psutil",) if rep % 2 else ())

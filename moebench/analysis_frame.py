@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from moebench.errors import UserError
-from moebench.records import MEASUREMENT_FIELDS, RecordError, validate_record
+from moebench.records import E2E_FIELDS, MEASUREMENT_FIELDS, RecordError, validate_record
 
 GROUP_FIELDS = ("experiment", "device", "model_id", "model_source", "replica_scale", "runner_mode", "threads",
                 "n_predict")
@@ -38,7 +38,7 @@ INTEGER_COLUMNS = ("repetition", "threads", "n_predict", "ctx_size", "batch_size
                    "seed", "prompt_tokens", "gen_tokens", "peak_rss_bytes", "model_file_bytes", "failure_exit_code",
                    "failure_signal", "prov_host_physical_cores", "prov_host_logical_cores", "prov_host_ram_bytes",
                    "source_line")
-FLOAT_COLUMNS = tuple(f for f in MEASUREMENT_FIELDS if f not in INTEGER_COLUMNS) + (
+FLOAT_COLUMNS = tuple(f for f in MEASUREMENT_FIELDS if f not in INTEGER_COLUMNS) + E2E_FIELDS + (
     "temperature", "prov_host_memory_bandwidth_gb_per_s")
 
 
@@ -113,6 +113,8 @@ def record_row(item: Loaded) -> dict[str, Any]:
     row["measured"] = is_measured(rec)
     row.update({knob: rec["knobs"][knob] for knob in KNOBS})
     row.update({name: rec[name] for name in MEASUREMENT_FIELDS})
+    # end-to-end rates: shown beside the study's, never used by a statistic (absent in older records)
+    row.update({name: rec.get(name) for name in E2E_FIELDS})
     failure = rec["failure"] or {}
     row.update({f"failure_{name}": failure.get(name) for name in ("reason", "message", "exit_code", "signal")})
     prov = rec["provenance"]

@@ -265,10 +265,20 @@ class Device(Strict):
                                                       "to (pin: path from the kit's root); a device with patches "
                                                       "builds only at those pins")
     env: dict[str, str] = {}
+    runner: Literal["cli", "server"] = Field(
+        description="how cells reach llama.cpp: cli (llama-cli per cell; its perf footer is the study's metric) or "
+                    "server (llama-server; end-to-end rates and TTFT, no study rates); chosen by measurement, the "
+                    "figure beside each device")
 
     @property
     def patched(self) -> bool:
         return bool(self.patches)
+
+    @model_validator(mode="after")
+    def _patched_runs_cli(self) -> "Device":
+        if self.patches and self.runner != "cli":
+            raise ValueError("a device with patches instruments llama-cli: set runner: cli")
+        return self
 
 
 class Devices(Strict):

@@ -9,6 +9,10 @@ What each runner measures (timings themselves always come from llama.cpp's own c
   token: it is kept as details.first_stdout_byte_ms and ttft_ms is null.
 - server: ttft_ms = first streamed token received - request sent (HTTP, tokenization, prefill and
   the first sampling step); the model loads once per server start (details.server_start_ms).
+
+The study's rates (prefill_ms, gen_ms) are llama.cpp's own prompt-only and decode-only counters,
+which llama-cli prints; llama-server has none, so its records carry its slot timers as the
+end-to-end e2e_prefill_ms and e2e_gen_ms and leave the study's fields null with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, s
 # the two differ by less than the run-to-run noise on the CPU and on an H100, so the harness keeps
 # llama.cpp's chain and "greedy" exists to measure that.
 SERVER_START_TIMEOUT_S = 600.0
+# llama-server's timings are its slot's wall clock between sampled tokens (decode, sampling,
+# detokenizing, streaming): what its client sees, kept as e2e_*; llama.cpp's decode-only and
+# prompt-only counters, the study's metric, are printed by llama-cli and by no server endpoint.
+SERVER_HAS_NO_DECODE_COUNTER = ("server runner: llama-server exposes no decode-only or prompt-only counter (its "
+                                "timings are wall time with sampling and serving: e2e_prefill_ms, e2e_gen_ms); the "
+                                "study's rates come from llama-cli's perf footer (runner cli)")
+CLI_HAS_NO_E2E_TIMER = ("cli runner: llama-cli times only llama.cpp's decode and prompt counters (gen_ms, "
+                        "prefill_ms), no wall clock per token")
 
 
 @dataclass
@@ -204,11 +216,14 @@ class CliEngine(Engine):
     mode = "cli"
     # Test hook: cell -> preexec_fn (e.g. an address-space cap) or None. Never set by the kit itself.
     preexec_for_cell: Callable[[Cell], Callable[[], None] | None] | None = None
+    # Arguments after the kit's own (benchmarks/bench_harness_vs_llama_bench.py switches llama-cli's
+    # warm-up off with it); the kit's runs leave it empty.
+    extra_args: tuple[str, ...] = ()
 
     def run_cell(self, cell: Cell, model: Path, prompt: str, monitors: MonitorHooks) -> Outcome:
         prompt_file = self.workdir / f"prompt-{cell.prompt_id}.txt"
         prompt_file.write_text(prompt, encoding="utf-8")
-        args = cli_args(self.binary, model, prompt_file, cell.knobs, self.sampler_chain)
+        args = cli_args(self.binary, model, prompt_file, cell.knobs, self.sampler_chain) + list(self.extra_args)
         preexec = type(self).preexec_for_cell(cell) if type(self).preexec_for_cell else None
         with tempfile.TemporaryFile(dir=self.workdir) as err:
             started = time.monotonic()
@@ -255,7 +270,9 @@ class CliEngine(Engine):
                 return outcome
             outcome.measured = {"prompt_tokens": perf.prompt_tokens, "prefill_ms": perf.prompt_ms,
                                 "gen_tokens": perf.gen_tokens, "gen_ms": perf.gen_ms, "load_ms": perf.load_ms,
+                                "e2e_prefill_ms": None, "e2e_gen_ms": None,
                                 "wall_ms": round(wall_ms, 3), "ttft_ms": None}
+            outcome.null_reasons.update({name: CLI_HAS_NO_E2E_TIMER for name in ("e2e_prefill_ms", "e2e_gen_ms")})
             outcome.null_reasons["ttft_ms"] = (
                 "cli runner: the first stdout byte follows process start, model load and llama-cli's warm-up, "
                 "so it is not a time to first token (kept as monitors.engine.first_stdout_byte_ms)")
@@ -322,6 +339,8 @@ class ServerEngine(Engine):
     """A persistent llama-server per (model, restart knobs); each cell is one streamed POST /completion."""
 
     mode = "server"
+    # Streamed (the kit's way: it times the first token) or one JSON answer; the ablation measures both.
+    stream = True
 
     def __init__(self, binary: Path, workdir: Path, timeout_s: float, env: dict[str, str] | None = None,
                  sampler_chain: str = "default"):
@@ -404,7 +423,7 @@ class ServerEngine(Engine):
         sampling = {"samplers": ["top_k"], "top_k": 1} if greedy(cell.knobs, self.sampler_chain) else {}
         body = json.dumps({"prompt": prompt, "n_predict": cell.knobs.n_predict, "seed": cell.knobs.seed,
                            "temperature": cell.knobs.temperature, **sampling, "ignore_eos": cell.knobs.ignore_eos,
-                           "cache_prompt": False, "stream": True}).encode()
+                           "cache_prompt": False, "stream": self.stream}).encode()
         oom_before = read_oom_kill(self._oom_counter)
         monitors.start(proc.pid)
         sent = time.monotonic()
@@ -416,6 +435,8 @@ class ServerEngine(Engine):
             response = conn.getresponse()
             if response.status != 200:
                 error = f"HTTP {response.status}: {response.read()[:500]!r}"
+            elif not self.stream:
+                final = json.loads(response.read())
             else:
                 for raw in response:
                     chunk = parse.parse_sse_line(raw.decode("utf-8", errors="replace"))
@@ -429,7 +450,7 @@ class ServerEngine(Engine):
                     if time.monotonic() - sent > self.timeout_s:
                         error = "timeout"
                         break
-        except (OSError, http.client.HTTPException, parse.ParseError) as exc:
+        except (OSError, http.client.HTTPException, parse.ParseError, json.JSONDecodeError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         finally:
             conn.close()
@@ -449,10 +470,12 @@ class ServerEngine(Engine):
         except parse.ParseError as exc:
             outcome.failure = failure("parse_error", str(exc))
             return outcome
-        outcome.measured = {"prompt_tokens": timings.prompt_tokens, "prefill_ms": timings.prompt_ms,
-                            "gen_tokens": timings.gen_tokens, "gen_ms": timings.gen_ms, "load_ms": None,
+        outcome.measured = {"prompt_tokens": timings.prompt_tokens, "prefill_ms": None,
+                            "gen_tokens": timings.gen_tokens, "gen_ms": None, "load_ms": None,
+                            "e2e_prefill_ms": timings.prompt_ms, "e2e_gen_ms": timings.gen_ms,
                             "wall_ms": round(wall_ms, 3),
                             "ttft_ms": round(first_token_ms, 3) if first_token_ms is not None else None}
+        outcome.null_reasons.update({name: SERVER_HAS_NO_DECODE_COUNTER for name in ("prefill_ms", "gen_ms")})
         outcome.details["predicted_n"] = timings.predicted_n
         if final.get("truncated"):
             # llama-server cuts a prompt that does not fit the context and carries on; llama-cli
@@ -465,7 +488,8 @@ class ServerEngine(Engine):
         outcome.null_reasons["load_ms"] = ("server runner: the model loads once per server start, not per cell "
                                            "(see monitors.engine.server_start_ms)")
         if first_token_ms is None:
-            outcome.null_reasons["ttft_ms"] = "llama-server streamed no token before its final chunk"
+            outcome.null_reasons["ttft_ms"] = ("llama-server streamed no token before its final chunk" if self.stream
+                                               else "the request was not streamed: no first token to time")
         return outcome
 
     def tokenize(self, model: Path, knobs: Knobs, text: str, add_special: bool) -> list[int]:

@@ -68,7 +68,19 @@ def section_what(analysis: AnalysisResult) -> str:
         f"({(max(ends) - min(starts)).total_seconds() / 60:.1f} min; end = last start + its wall_ms).",
         "Warm-up records are kept in benchmark_results.csv and excluded from every statistic; failed records are "
         "counted and listed under Failures, never averaged.",
+        "Every throughput statistic uses the study's rates, llama.cpp's own prompt-only and decode-only counters "
+        "(`prefill_tokens_per_s`, `gen_tokens_per_s`, from llama-cli's perf footer); the end-to-end rates a "
+        "llama-server client sees (`e2e_*`, with sampling and serving) are in benchmark_results.csv only."
+        + _server_note(analysis.records),
     ])
+
+
+def _server_note(records: list) -> str:
+    served = sum(1 for i in records if i.record["runner_mode"] == "server")
+    if not served:
+        return ""
+    return (f" {served} records come from the server runner, which exposes no such counter: their study rates are "
+            "null (or, in records made before the e2e_* fields existed, are llama-server's slot timers).")
 
 
 def _distinct(records: list[dict], getter) -> Counter:

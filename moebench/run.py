@@ -32,14 +32,8 @@ from moebench.monitors import create_monitors, merge_results
 from moebench.paths import raw_dir
 from moebench.records import RecordWriter, read_records
 
-# Chosen from benchmarks/results: one persistent llama-server finishes an Exp1-like matrix 1.21x
-# sooner than one llama-cli per cell (full-scale Llama-3.2-1B replica, 2 cores). Measured against
-# llama-bench in one interleaved run on that host, the server runner's gen and prefill tok/s are
-# 1.003x and 0.983x llama-bench's (harness_vs_llama_bench.json); on an H100, where a token takes
-# under 2 ms, llama-server's own per-token work shows (0.79x gen; llama-cli 0.92x), which is the
-# serving path's cost and not the harness's (harness_vs_llama_bench_cuda_sm90.json). MOEBENCH_RUNNER
-# overrides.
-DEFAULT_RUNNER_MODE = "server"
+# Each device profile names its runner (devices.yaml `runner`, with the measurement that chose it);
+# MOEBENCH_RUNNER overrides it, except on a *_patched device, whose patch instruments llama-cli.
 PATCHED_RUNNER_MODE = "cli"
 
 
@@ -267,7 +261,7 @@ def _check_model_unchanged(ctx: _Context, model_id: str, saved: int) -> None:
 
 def _runner_mode(dev: Any, device: str, requested: str | None) -> str:
     """cli or server; a *_patched device runs the cli runner, as its patch instruments llama-cli only."""
-    mode = requested or os.environ.get("MOEBENCH_RUNNER") or (PATCHED_RUNNER_MODE if dev.patched else DEFAULT_RUNNER_MODE)
+    mode = requested or os.environ.get("MOEBENCH_RUNNER") or dev.runner
     if mode not in engines.ENGINES:
         raise UserError("MOEBENCH_RUNNER", f"unknown runner {mode!r}", f"use one of: {', '.join(engines.ENGINES)}")
     if dev.patched and mode != PATCHED_RUNNER_MODE:
@@ -401,17 +395,23 @@ def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, r
     reasons.update(outcome.null_reasons)
     failed_reason = (f"cell failed ({outcome.failure['reason']}): {outcome.failure['message']}"
                      if outcome.failure else None)
-    for name in ("prompt_tokens", "prefill_ms", "gen_tokens", "gen_ms", "load_ms", "wall_ms", "ttft_ms"):
+    for name in ("prompt_tokens", "prefill_ms", "gen_tokens", "gen_ms", "load_ms", "wall_ms", "ttft_ms",
+                 "e2e_prefill_ms", "e2e_gen_ms"):
         measured.setdefault(name, None)
         if measured[name] is None and name not in reasons:
             reasons[name] = failed_reason or f"{ctx.runner_mode} runner did not report {name}"
     rates = {
         "prefill_tokens_per_s": _rate(measured["prompt_tokens"], measured["prefill_ms"]),
         "gen_tokens_per_s": _rate(measured["gen_tokens"], measured["gen_ms"]),
+        "e2e_prefill_tokens_per_s": _rate(measured["prompt_tokens"], measured["e2e_prefill_ms"]),
+        "e2e_gen_tokens_per_s": _rate(measured["gen_tokens"], measured["e2e_gen_ms"]),
     }
+    timer_of = {"prefill_tokens_per_s": "prefill_ms", "gen_tokens_per_s": "gen_ms",
+                "e2e_prefill_tokens_per_s": "e2e_prefill_ms", "e2e_gen_tokens_per_s": "e2e_gen_ms"}
     for name, value in rates.items():
         if value is None:
-            reasons.setdefault(name, failed_reason or "its token count or time is missing or zero")
+            reasons.setdefault(name, reasons.get(timer_of[name]) or failed_reason
+                               or "its token count or time is missing or zero")
     energy = fields.get("energy_joules")
     gen_tokens = measured["gen_tokens"]
     joules_per_token = round(energy / gen_tokens, 6) if energy is not None and gen_tokens else None
