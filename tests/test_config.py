@@ -38,8 +38,13 @@ def test_shipped_configs_load_and_cross_reference():
     exp1 = cfg.experiment("experiment_1_efficiency")
     assert (exp1.models, exp1.prompts, exp1.repetitions) == ("all", "all", 3)
     assert cfg.experiment("experiment_a_cpu_thread_sweep").sweep.threads == (4, 6, 8, 10)
+    eager = {"CUDA_MODULE_LOADING": "EAGER"}  # CUDA kernels load at start, not inside a timed prompt
     for name in ("cpu", "cuda", "jetson", "m2"):
-        assert cfg.device(f"{name}_patched").env == {"LLAMA_ROUTER_OVERHEAD": "1"}
+        cuda = cfg.device(name).backend == "cuda"
+        assert cfg.device(f"{name}_patched").env == {"LLAMA_ROUTER_OVERHEAD": "1", **(eager if cuda else {})}
+        assert cfg.device(name).env == (eager if cuda else {})
+    # the study's metric is llama-cli's perf footer: every profile runs the cli runner
+    assert {d.runner for d in cfg.devices.devices.values()} == {"cli"}
     assert cfg.pin("paper").commit == "0827b2c1da299805288abbd556d869318f2b121e"
     assert cfg.pin("offline").commit == "f7cd13301c2a88f97073fd119072b4cc92c08df1"
     assert set(cfg.file_sha256) == {"lock.yaml", "models.yaml", "prompts.yaml", "devices.yaml",
@@ -60,6 +65,10 @@ def test_shipped_configs_load_and_cross_reference():
     ("devices.yaml", "      paper: scripts/patches/router_overhead_b4404.patch\n    env: {LLAMA_ROUTER_OVERHEAD: \"1\"}\n"
                      "  cuda_patched:", "      paper: scripts/patches/missing.patch\n    env: {LLAMA_ROUTER_OVERHEAD: \"1\"}\n"
                      "  cuda_patched:", "devices.cpu_patched.patches.paper", "relative to the kit's root"),
+    ("devices.yaml", "  cpu_patched:\n    runner: cli  # its patch instruments llama-cli\n",
+     "  cpu_patched:\n    runner: server\n", "devices.cpu_patched", None),
+    ("devices.yaml", "  cpu_patched:\n    runner: cli  # its patch instruments llama-cli\n",
+     "  cpu_patched:\n    runner: http\n", "devices.cpu_patched.runner", None),
 ])
 def test_bad_input_names_file_key_and_fix(config_copy, filename, old, new, key, fix):
     edit(config_copy / filename, old, new)
