@@ -91,7 +91,7 @@ def llama_bench(a, k: Knobs, n_prompt: int, n_gen: int, env: dict[str, str]) -> 
 def make_engine(variant: Variant, a, work: Path) -> engines.Engine:
     engine_type = engines.ENGINES[variant.runner]
     engine = engine_type(a.bin_dir / engines.BINARY_FOR_MODE[variant.runner], work, 600.0,
-                         env={**os.environ, **variant.env} if variant.env else None, sampler_chain=variant.chain)
+                         env=variant.env or None, sampler_chain=variant.chain)  # the engine adds os.environ
     if isinstance(engine, engines.CliEngine):
         engine.extra_args = variant.cli_args
     if isinstance(engine, engines.ServerEngine):

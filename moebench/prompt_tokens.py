@@ -80,10 +80,12 @@ def largest_n_predict(cfg: Config) -> int:
 
 
 def prompt_token_table(cfg: Config, models: dict[str, Path], server_binary: Path, *,
+                       model_sha256: dict[str, str] | None = None,
                        vector_files: dict[str, tuple[str, Path]] | None = None) -> dict[str, Any]:
     """Token count of every prompt for every model in `models` (id -> GGUF), and whether it fits.
 
-    `vector_files` (model id -> (label, .inp/.out prefix)) adds each model's test-vector result.
+    `model_sha256` gives digests already taken (a full replica is GBs to hash); `vector_files`
+    (model id -> (label, .inp/.out prefix)) adds each model's test-vector result.
     """
     knobs = tokenize_knobs(cfg)
     room = largest_n_predict(cfg)
@@ -102,7 +104,7 @@ def prompt_token_table(cfg: Config, models: dict[str, Path], server_binary: Path
                 counts = {p.id: len(engine.tokenize(path, knobs, p.text, add_special=True))
                           for p in cfg.prompts.prompts}
                 entry: dict[str, Any] = {
-                    "tokenizer": spec.tokenizer.statement, "model_sha256": sha256_file(path),
+                    "tokenizer": spec.tokenizer.statement, "model_sha256": (model_sha256 or {}).get(model_id) or sha256_file(path),
                     "prompts": {p.id: {"characters": len(p.text), "tokens": counts[p.id],
                                        "fits": counts[p.id] <= limit} for p in cfg.prompts.prompts},
                     "max_tokens": max(counts.values()), "all_fit": all(n <= limit for n in counts.values()),
@@ -164,11 +166,9 @@ def count_prompt_tokens(cfg: Config, *, source: str, scale: str, pin: str, devic
     if missing:
         hint = f"invoke models.replica --scale {scale} --pin {pin}" if source == "replica" else "invoke models.download"
         raise UserError(refs[0].path.parent, f"no model file for {', '.join(missing)}", f"run `{hint}` first")
-    for ref in refs:
-        if ref.expected_sha256 is not None and sha256_file(ref.path) != ref.expected_sha256:
-            raise UserError(ref.path, f"sha256 differs from {ref.pin_key}", "make the models again, or re-pin them")
+    digests = {ref.model_id: registry.verify(ref, allow_unpinned=True) for ref in refs}
     table = prompt_token_table(cfg, {ref.model_id: ref.path for ref in refs},
-                               Path(binary_path(device, pin, "llama-server")),
+                               Path(binary_path(device, pin, "llama-server")), model_sha256=digests,
                                vector_files=vector_files(cfg, fetch_source(cfg, pin, progress=False).path))
     table = {"model_source": source, "replica_scale": scale if source == "replica" else None, "llama_cpp_pin": pin,
              "device": device, **table}

@@ -35,6 +35,11 @@ from moebench.records import RecordWriter, read_records
 # Each device profile names its runner (devices.yaml `runner`, with the measurement that chose it);
 # MOEBENCH_RUNNER overrides it, except on a *_patched device, whose patch instruments llama-cli.
 PATCHED_RUNNER_MODE = "cli"
+# Each rate of a record: (its token count, its timer). The study's rates are llama.cpp's counters;
+# the e2e_* ones llama-server's slot timers.
+RATES = {"prefill_tokens_per_s": ("prompt_tokens", "prefill_ms"), "gen_tokens_per_s": ("gen_tokens", "gen_ms"),
+         "e2e_prefill_tokens_per_s": ("prompt_tokens", "e2e_prefill_ms"),
+         "e2e_gen_tokens_per_s": ("gen_tokens", "e2e_gen_ms")}
 
 
 @dataclass
@@ -400,17 +405,10 @@ def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, r
         measured.setdefault(name, None)
         if measured[name] is None and name not in reasons:
             reasons[name] = failed_reason or f"{ctx.runner_mode} runner did not report {name}"
-    rates = {
-        "prefill_tokens_per_s": _rate(measured["prompt_tokens"], measured["prefill_ms"]),
-        "gen_tokens_per_s": _rate(measured["gen_tokens"], measured["gen_ms"]),
-        "e2e_prefill_tokens_per_s": _rate(measured["prompt_tokens"], measured["e2e_prefill_ms"]),
-        "e2e_gen_tokens_per_s": _rate(measured["gen_tokens"], measured["e2e_gen_ms"]),
-    }
-    timer_of = {"prefill_tokens_per_s": "prefill_ms", "gen_tokens_per_s": "gen_ms",
-                "e2e_prefill_tokens_per_s": "e2e_prefill_ms", "e2e_gen_tokens_per_s": "e2e_gen_ms"}
+    rates = {name: _rate(measured[count], measured[timer]) for name, (count, timer) in RATES.items()}
     for name, value in rates.items():
         if value is None:
-            reasons.setdefault(name, reasons.get(timer_of[name]) or failed_reason
+            reasons.setdefault(name, reasons.get(RATES[name][1]) or failed_reason
                                or "its token count or time is missing or zero")
     energy = fields.get("energy_joules")
     gen_tokens = measured["gen_tokens"]

@@ -8,9 +8,9 @@ inside refuses to go on when it is not the lock's. The launcher refuses first, b
 container starts, so a mismatch costs nothing.
 
 The source and the tokenizer packages are fetched and hash-checked on the host before the
-container starts: the image needs no network for a replica run. The container runs as the calling user (files in the
-checkout stay the user's), with an init process that forwards Ctrl-C to the kit and reaps its
-children, and it is removed on every exit path.
+container starts: the image needs no network for a replica run. The container runs as the calling
+user (files in the checkout stay the user's), with an init process that forwards Ctrl-C to the kit
+and reaps its children, and it is removed on every exit path.
 """
 
 from __future__ import annotations

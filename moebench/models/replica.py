@@ -2,11 +2,11 @@
 
 A replica has the real model's GGUF architecture, hyperparameters, tensor names, shapes and types
 (`hparams` in configs/models.yaml) or a shrunk copy of them (`tiny_hparams`), the model's own
-tokenizer at both scales (vocab.py; configs/models.yaml `tokenizer` says how real it is), and weights
-drawn from numpy's PCG64 seeded from the model id. It is written as F16 with the pinned llama.cpp's own gguf-py, streaming
-one tensor at a time (a full OLMoE is 14 GB of F16; RAM holds one tensor), then quantized to
-Q4_K_M with the pinned llama-quantize, so the compute per token and the bytes read per token are
-those of the real Q4_K_M file. Same inputs give the same bytes; the lock pins the SHA-256 per
+tokenizer at both scales (vocab.py; configs/models.yaml `tokenizer` says how real it is), and
+weights drawn from numpy's PCG64 seeded from the model id. It is written as F16 with the pinned
+llama.cpp's own gguf-py, streaming one tensor at a time (a full OLMoE is 14 GB of F16; RAM holds
+one tensor), then quantized to Q4_K_M with the pinned llama-quantize, so the compute per token and
+the bytes read per token are those of the real Q4_K_M file. Same inputs give the same bytes; the lock pins the SHA-256 per
 `<scale>/<pin>`.
 """
 

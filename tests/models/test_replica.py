@@ -22,13 +22,6 @@ DEVICE = "cpu"
 
 
 @pytest.fixture(scope="module")
-def module_cfg():
-    from moebench import config
-
-    return config.load_config()
-
-
-@pytest.fixture(scope="module")
 def tools(module_cfg):
     """The pinned gguf-py and the pinned build's binaries (built first if this checkout has none)."""
     from moebench.build import binary_path, build

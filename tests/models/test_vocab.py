@@ -22,13 +22,6 @@ PIN = "offline"
 
 
 @pytest.fixture(scope="module")
-def module_cfg():
-    from moebench import config
-
-    return config.load_config()
-
-
-@pytest.fixture(scope="module")
 def gguf(module_cfg):
     return load_pinned_gguf(module_cfg, PIN)
 
