@@ -16,7 +16,11 @@ Variants (GPU-only ones are left out on a CPU run):
 - cli, CUDA_MODULE_LOADING=EAGER: kernels loaded at start instead of at their first launch (CUDA);
 - cli, GGML_CUDA_DISABLE_GRAPHS=1: CUDA graphs off (CUDA; llama-bench is also run so, as a second
   reference, to tell a graph effect on both from one on llama-cli alone);
-- server (streamed), server greedy, server not streamed: the serving path's share.
+- server (streamed), server greedy, server not streamed: the serving path's share;
+- llama-simple (with --simple-bin: examples/simple of the same tree, kernels loaded eagerly): the
+  bare decode-then-sample loop of the library (greedy, no common layer, no console, no warm-up): tells
+  a remainder in llama-cli's own per-token path from one that any application sampling between
+  decodes pays. It stops at an end-of-generation token, so its decode count is reported with it.
 
 llama-bench's tg test times n decodes; gen_tokens counts decode steps (n_predict - 1), so llama-bench
 runs with -n gen_tokens and -p the harness's own prompt token count. Runs alternate between the
@@ -37,6 +41,7 @@ from pathlib import Path
 from _common import PROMPT, args, cell, knobs, rates, stats, write
 
 from moebench import engines, parse
+from moebench.hashing import sha256_file
 from moebench.monitors import create_monitors
 from moebench.plan import Knobs
 
@@ -88,6 +93,17 @@ def llama_bench(a, k: Knobs, n_prompt: int, n_gen: int, env: dict[str, str]) -> 
     return argv, pp.avg_tokens_per_s, tg.avg_tokens_per_s
 
 
+def llama_simple(a, n_gen: int) -> tuple[list[str], dict[str, float]]:
+    """One llama-simple run (greedy, its context sized to the prompt + generation): (argv, rates)."""
+    argv = [str(a.simple_bin), "-m", str(a.model), "-n", str(n_gen + 1), "-ngl", str(a.ngl), PROMPT]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True,
+                          env={**os.environ, "CUDA_MODULE_LOADING": "EAGER"})
+    perf = parse.parse_cli_perf(done.stderr)
+    return argv, {"gen_tokens_per_s": perf.gen_tokens * 1000 / perf.gen_ms,
+                  "prefill_tokens_per_s": perf.prompt_tokens * 1000 / perf.prompt_ms,
+                  "gen_tokens": perf.gen_tokens, "prompt_tokens": perf.prompt_tokens}
+
+
 def make_engine(variant: Variant, a, work: Path) -> engines.Engine:
     engine_type = engines.ENGINES[variant.runner]
     engine = engine_type(a.bin_dir / engines.BINARY_FOR_MODE[variant.runner], work, 600.0,
@@ -106,6 +122,7 @@ def interleaved(a, k: Knobs, variants: tuple[Variant, ...], references: dict[str
                                  stop=lambda: [m.stop() for m in monitors])
     results: dict[str, list[engines.Outcome]] = {v.name: [] for v in variants}
     reference = {name: {"pp_tokens_per_s": [], "tg_tokens_per_s": [], "argv": []} for name in references}
+    simple: dict[str, list] = {"argv": [], "runs": []}
     with tempfile.TemporaryDirectory() as work:
         running = []
         for i, variant in enumerate(variants):   # each engine's own directory (a server writes its key there)
@@ -130,19 +147,22 @@ def interleaved(a, k: Knobs, variants: tuple[Variant, ...], references: dict[str
                         reference[name]["argv"] = argv
                         reference[name]["pp_tokens_per_s"].append(pp)
                         reference[name]["tg_tokens_per_s"].append(tg)
+                    if a.simple_bin:
+                        simple["argv"], run = llama_simple(a, measured["gen_tokens"])
+                        simple["runs"].append(run)
         finally:
             for _, engine in running:
                 engine.close()
-    return results, reference
+    return results, reference, simple
 
 
 def main() -> None:
-    a = args(__doc__)
+    a = args(__doc__, simple_bin=True)
     k = knobs(a)
     gpu = a.ngl > 0
     variants = tuple(v for v in VARIANTS if gpu or not v.gpu_only)
     references = {"default": {}, **({"graphs_off": GRAPHS_OFF} if gpu else {})}
-    outcomes, reference = interleaved(a, k, variants, references)
+    outcomes, reference, simple = interleaved(a, k, variants, references)
     body: dict = {"order": f"variants shuffled each rep (random.Random({ORDER_SEED})), llama-bench after them",
                   "llama_bench": {}, "variants": {}, "ablation": []}
     for name, ref in reference.items():
@@ -163,6 +183,19 @@ def main() -> None:
                                           "gen_tokens": done[0].measured["gen_tokens"]}
         body["ablation"].append({"variant": variant.name, "runner": variant.runner, "metric":
                                  "llama.cpp counters (study)" if prefix == "" else "slot timers (end to end)",
+                                 "gen_ratio": gen["mean"] / ref["tg_tokens_per_s"]["mean"],
+                                 "prefill_ratio": prefill["mean"] / ref["pp_tokens_per_s"]["mean"]})
+    if simple["runs"]:
+        runs = simple["runs"]
+        ref = body["llama_bench"]["default"]
+        gen, prefill = (stats([r[name] for r in runs]) for name in ("gen_tokens_per_s", "prefill_tokens_per_s"))
+        body["llama_simple"] = {"argv": simple["argv"], "sha256": sha256_file(a.simple_bin),
+                                "env": {"CUDA_MODULE_LOADING": "EAGER"},
+                                "gen_tokens": sorted({r["gen_tokens"] for r in runs}),
+                                "prompt_tokens": sorted({r["prompt_tokens"] for r in runs}),
+                                "rates": {"gen_tokens_per_s": gen, "prefill_tokens_per_s": prefill}}
+        body["ablation"].append({"variant": "llama-simple", "runner": "llama-simple",
+                                 "metric": "llama.cpp counters (study)",
                                  "gen_ratio": gen["mean"] / ref["tg_tokens_per_s"]["mean"],
                                  "prefill_ratio": prefill["mean"] / ref["pp_tokens_per_s"]["mean"]})
     base = next(r for r in body["ablation"] if r["variant"] == "cli")
