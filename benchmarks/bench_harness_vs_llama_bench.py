@@ -96,8 +96,8 @@ def llama_bench(a, k: Knobs, n_prompt: int, n_gen: int, env: dict[str, str]) -> 
 def llama_simple(a, n_gen: int) -> tuple[list[str], dict[str, float]]:
     """One llama-simple run (greedy, its context sized to the prompt + generation): (argv, rates)."""
     argv = [str(a.simple_bin), "-m", str(a.model), "-n", str(n_gen + 1), "-ngl", str(a.ngl), PROMPT]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True,
-                          env={**os.environ, "CUDA_MODULE_LOADING": "EAGER"})
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
+                          check=True, env={**os.environ, "CUDA_MODULE_LOADING": "EAGER"})  # the text is not UTF-8
     perf = parse.parse_cli_perf(done.stderr)
     return argv, {"gen_tokens_per_s": perf.gen_tokens * 1000 / perf.gen_ms,
                   "prefill_tokens_per_s": perf.prompt_tokens * 1000 / perf.prompt_ms,
