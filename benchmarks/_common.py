@@ -21,7 +21,7 @@ PROMPT = ("Explain, step by step, how a compiler turns source code into machine 
           "optimizing compiler may reorder instructions.")
 
 
-def args(description: str, simple_bin: bool = False) -> argparse.Namespace:
+def args(description: str, simple_bin: bool = False, prompt_id: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bin-dir", type=Path, required=True, help="directory with llama-cli, llama-server, llama-bench")
     parser.add_argument("--model", type=Path, required=True, help="GGUF model (a tiny replica for a quick run)")
@@ -33,6 +33,8 @@ def args(description: str, simple_bin: bool = False) -> argparse.Namespace:
     if simple_bin:
         parser.add_argument("--simple-bin", type=Path, help="llama-simple of the same tree (cmake --build ... "
                                                             "--target llama-simple), measured as a further reference")
+    if prompt_id:
+        parser.add_argument("--prompt-id", help="a prompt of configs/prompts.yaml instead of the benchmark's own")
     add_quick_and_results_dir(parser, "one repetition of 8 tokens: does the script still run? (its figures "
                                       "mean nothing)")
     a = parser.parse_args()

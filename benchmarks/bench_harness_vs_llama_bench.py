@@ -41,6 +41,7 @@ from pathlib import Path
 from _common import PROMPT, args, cell, knobs, rates, stats, write
 
 from moebench import engines, parse
+from moebench.config import load_config
 from moebench.hashing import sha256_file
 from moebench.monitors import create_monitors
 from moebench.plan import Knobs
@@ -93,9 +94,17 @@ def llama_bench(a, k: Knobs, n_prompt: int, n_gen: int, env: dict[str, str]) -> 
     return argv, pp.avg_tokens_per_s, tg.avg_tokens_per_s
 
 
+def prompt_text(a) -> str:
+    """The benchmark's own short prompt, or one of configs/prompts.yaml (--prompt-id): the batched
+    path's one-off costs weigh on a 27-token prefill and vanish on a 2,000-token one."""
+    if not a.prompt_id:
+        return PROMPT
+    return load_config().prompt(a.prompt_id).text
+
+
 def llama_simple(a, n_gen: int) -> tuple[list[str], dict[str, float]]:
     """One llama-simple run (greedy, its context sized to the prompt + generation): (argv, rates)."""
-    argv = [str(a.simple_bin), "-m", str(a.model), "-n", str(n_gen + 1), "-ngl", str(a.ngl), PROMPT]
+    argv = [str(a.simple_bin), "-m", str(a.model), "-n", str(n_gen + 1), "-ngl", str(a.ngl), prompt_text(a)]
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
                           check=True, env={**os.environ, "CUDA_MODULE_LOADING": "EAGER"})  # the text is not UTF-8
     perf = parse.parse_cli_perf(done.stderr)
@@ -135,7 +144,7 @@ def interleaved(a, k: Knobs, variants: tuple[Variant, ...], references: dict[str
                     order.shuffle(running)
                 for variant, engine in running:
                     vk = dataclasses.replace(k, **variant.knobs)
-                    outcome = engine.run_cell(cell(vk, rep), a.model, PROMPT, hooks)
+                    outcome = engine.run_cell(cell(vk, rep), a.model, prompt_text(a), hooks)
                     if outcome.failure:
                         raise RuntimeError(f"{variant.name} cell failed: {outcome.failure}")
                     if rep:
@@ -157,13 +166,16 @@ def interleaved(a, k: Knobs, variants: tuple[Variant, ...], references: dict[str
 
 
 def main() -> None:
-    a = args(__doc__, simple_bin=True)
+    a = args(__doc__, simple_bin=True, prompt_id=True)
     k = knobs(a)
     gpu = a.ngl > 0
     variants = tuple(v for v in VARIANTS if gpu or not v.gpu_only)
+    if a.prompt_id:   # a study prompt needs the study's context; a smaller one cannot hold it
+        k = dataclasses.replace(k, ctx_size=4096)
+        variants = tuple(v for v in variants if "ctx_size" not in v.knobs)
     references = {"default": {}, **({"graphs_off": GRAPHS_OFF} if gpu else {})}
     outcomes, reference, simple = interleaved(a, k, variants, references)
-    body: dict = {"order": f"variants shuffled each rep (random.Random({ORDER_SEED})), llama-bench after them",
+    body: dict = {"prompt": a.prompt_id or "the benchmark's own (benchmarks/_common.py PROMPT)", "order": f"variants shuffled each rep (random.Random({ORDER_SEED})), llama-bench after them",
                   "llama_bench": {}, "variants": {}, "ablation": []}
     for name, ref in reference.items():
         body["llama_bench"][name] = {"argv": ref["argv"], "env": references[name],
