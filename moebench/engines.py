@@ -41,7 +41,7 @@ CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, s
 # is what llama.cpp's tools run unless told otherwise; "greedy" (top_k with k=1) decodes the same
 # tokens with less work per token.
 # Measured against llama-bench in one interleaved run (benchmarks/results/harness_vs_llama_bench*.json),
-# the two differ by less than the run-to-run noise on the CPU and on an H100, so the harness keeps
+# the two differ by less than the run-to-run noise on the CPU and on an H200, so the harness keeps
 # llama.cpp's chain and "greedy" exists to measure that.
 SERVER_START_TIMEOUT_S = 600.0
 # llama-server's timings are its slot's wall clock between sampled tokens (decode, sampling,

@@ -57,6 +57,25 @@ def test_harness_vs_llama_bench_quick(harness_args, tmp_path):
 
 
 @pytest.mark.slow
+def test_harness_vs_llama_bench_on_a_study_prompt_with_llama_simple(harness_args, pinned_bin_dir, tmp_path):
+    """--prompt-id runs a study prompt in the study's context (the context-512 variant, which cannot
+    hold it, left out); --simple-bin adds llama-simple, built here from the same build tree."""
+    cmake_dir = pinned_bin_dir.parent / "cmake"
+    subprocess.run(["cmake", "--build", str(cmake_dir), "--target", "llama-simple"], check=True, capture_output=True)
+    simple = cmake_dir / "bin" / "llama-simple"
+    run_benchmark("bench_harness_vs_llama_bench.py", *harness_args, "--prompt-id",
+                  "p12_very_long_incident_review_summary", "--simple-bin", str(simple))
+    body = json.loads((tmp_path / "harness_vs_llama_bench.json").read_text())
+    assert body["prompt"] == "p12_very_long_incident_review_summary"
+    variants = [row["variant"] for row in body["ablation"]]
+    assert "cli ctx 512" not in variants and variants[-1] == "llama-simple"
+    # the real tokenizer's count of p12 (benchmarks/results/prompt_tokens.json), in every runner
+    assert body["variants"]["cli"]["prompt_tokens"] == body["variants"]["server"]["prompt_tokens"] == 1934
+    assert body["llama_simple"]["prompt_tokens"] == [1934]
+    assert body["llama_simple"]["rates"]["gen_tokens_per_s"]["mean"] > 0
+
+
+@pytest.mark.slow
 def test_cli_vs_server_quick(harness_args, tmp_path):
     run_benchmark("bench_cli_vs_server.py", *harness_args)
     body = json.loads((tmp_path / "cli_vs_server.json").read_text())
