@@ -50,6 +50,16 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+def _seed(value: str | None) -> int | None:
+    from moebench.errors import UserError
+
+    if value is None:
+        return None
+    if not str(value).isdigit():
+        raise UserError("--order-seed", f"{value!r} is not a seed", "give a non-negative integer")
+    return int(value)
+
+
 @task(help={
     "device": "device profile from configs/devices.yaml (cpu, cuda, jetson, m2, *_patched)",
     "pin": "llama.cpp pin from configs/lock.yaml (default: the device's default_pin)",
@@ -173,11 +183,14 @@ def tokens(c, models="replica", scale="tiny", pin="offline", device="cpu", outpu
     "pin": "llama.cpp pin (default: the device's default_pin)",
     "allow_unverified": "run even if `invoke verify` fails (recorded in every record)",
     "in_image": "run inside the device's pinned toolchain image (lock.yaml images), through the container engine",
+    "order": "interleaved (default: repetition-major, models in a seeded random order each repetition) or fixed "
+             "(model-major, the study's own schedule)",
+    "order_seed": "seed of the interleaved order (default: a fresh one, recorded in every record; --resume keeps it)",
 })
 @user_errors_exit_2
 def run(c, device="cpu", experiment="experiment_1_efficiency", smoke=False, only_models=None,
         threads_override=None, resume=False, output=None, models="replica", scale="tiny", pin=None,
-        allow_unverified=False, in_image=False):
+        allow_unverified=False, in_image=False, order="interleaved", order_seed=None):
     """Run an experiment matrix through the pinned llama.cpp; one validated JSONL record per cell."""
     from moebench.run import default_output_path, run_experiment
 
@@ -186,13 +199,15 @@ def run(c, device="cpu", experiment="experiment_1_efficiency", smoke=False, only
     if in_image:
         args = _flags(device=device, experiment=experiment, smoke=smoke, only_models=only_models,
                       threads_override=threads_override, resume=resume, output=f"/moebench/data/raw/{out.name}",
-                      models=models, scale=scale, pin=pin, allow_unverified=allow_unverified)
+                      models=models, scale=scale, pin=pin, allow_unverified=allow_unverified, order=order,
+                      order_seed=order_seed)
         _in_image(cfg, device, pin, ["run", *args], out.resolve().parent, ROOT / "results")
         return
     summary = run_experiment(cfg, device, experiment, out, smoke=smoke, only_models=_csv(only_models) or None,
                              threads_override=int(threads_override) if threads_override else None,
                              resume=resume, allow_unverified=allow_unverified, models_source=models,
-                             replica_scale=scale, pin=pin or cfg.device(device).default_pin)
+                             replica_scale=scale, pin=pin or cfg.device(device).default_pin, order=order,
+                             order_seed=_seed(order_seed))
     if summary.interrupted:
         raise Exit(code=130)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moebench import children, parse, parse_router
+from moebench.hashing import token_ids_sha256
 from moebench.plan import Cell, Knobs
 
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
@@ -50,6 +51,10 @@ SERVER_START_TIMEOUT_S = 600.0
 SERVER_HAS_NO_DECODE_COUNTER = ("server runner: llama-server exposes no decode-only or prompt-only counter (its "
                                 "timings are wall time with sampling and serving: e2e_prefill_ms, e2e_gen_ms); the "
                                 "study's rates come from llama-cli's perf footer (runner cli)")
+# llama-cli lists the prompt's token ids (--verbose-prompt) and logs each decode's ids (-lv 1): the
+# record's token fingerprints (parse.parse_cli_tokens). Both go to stderr, outside the timed decodes.
+TOKEN_LOG_ARGS = ("--verbose-prompt", "-lv", "1")
+TOKEN_FIELDS = ("prompt_tokens_sha256", "gen_tokens_sha256")
 CLI_HAS_NO_E2E_TIMER = ("cli runner: llama-cli times only llama.cpp's decode and prompt counters (gen_ms, "
                         "prefill_ms), no wall clock per token")
 
@@ -206,7 +211,7 @@ def cli_args(binary: Path, model: Path, prompt_file: Path, knobs: Knobs, sampler
     args = [str(binary), "-m", str(model), "-f", str(prompt_file), "--no-display-prompt", "--simple-io",
             "-n", str(knobs.n_predict), "--temp", str(knobs.temperature), *sampling, "--seed", str(knobs.seed),
             "-c", str(knobs.ctx_size), "-b", str(knobs.batch_size), "-ub", str(knobs.ubatch_size),
-            "-t", str(knobs.threads), "-ngl", str(knobs.n_gpu_layers)]
+            "-t", str(knobs.threads), "-ngl", str(knobs.n_gpu_layers), *TOKEN_LOG_ARGS]
     return args + (["--ignore-eos"] if knobs.ignore_eos else [])
 
 
@@ -273,6 +278,13 @@ class CliEngine(Engine):
                                 "e2e_prefill_ms": None, "e2e_gen_ms": None,
                                 "wall_ms": round(wall_ms, 3), "ttft_ms": None}
             outcome.null_reasons.update({name: CLI_HAS_NO_E2E_TIMER for name in ("e2e_prefill_ms", "e2e_gen_ms")})
+            try:
+                ids = parse.parse_cli_tokens(stderr, perf.gen_tokens)
+            except parse.ParseError as exc:
+                outcome.null_reasons.update({name: f"llama-cli's token log: {exc}" for name in TOKEN_FIELDS})
+            else:
+                outcome.measured.update(fingerprints(ids.prompt_ids, perf.prompt_tokens, ids.gen_ids, perf.gen_tokens,
+                                                     outcome.null_reasons))
             outcome.null_reasons["ttft_ms"] = (
                 "cli runner: the first stdout byte follows process start, model load and llama-cli's warm-up, "
                 "so it is not a time to first token (kept as monitors.engine.first_stdout_byte_ms)")
@@ -286,6 +298,22 @@ class CliEngine(Engine):
                 outcome.measured["router_routing_ms"] = router["routing_ms"]
                 outcome.measured["router_expert_ffn_ms"] = router["expert_ffn_ms"]
         return outcome
+
+
+def fingerprints(prompt_ids: Any, prompt_tokens: int, gen_ids: Any, gen_tokens: int,
+                 null_reasons: dict[str, str]) -> dict[str, str | None]:
+    """The record's token fingerprints, each only when its ids are as many as the counters say
+    (else null, with the reason put in `null_reasons`)."""
+    out: dict[str, str | None] = {}
+    for name, ids, count in (("prompt_tokens_sha256", prompt_ids, prompt_tokens),
+                             ("gen_tokens_sha256", gen_ids, gen_tokens)):
+        if ids is None or len(ids) != count:
+            out[name] = None
+            null_reasons[name] = (f"llama.cpp gave {'no' if ids is None else len(ids)} token ids where its counter "
+                                  f"says {count}")
+        else:
+            out[name] = token_ids_sha256(ids)
+    return out
 
 
 def _utf8_valid(data: bytes) -> bool:
@@ -423,11 +451,11 @@ class ServerEngine(Engine):
         sampling = {"samplers": ["top_k"], "top_k": 1} if greedy(cell.knobs, self.sampler_chain) else {}
         body = json.dumps({"prompt": prompt, "n_predict": cell.knobs.n_predict, "seed": cell.knobs.seed,
                            "temperature": cell.knobs.temperature, **sampling, "ignore_eos": cell.knobs.ignore_eos,
-                           "cache_prompt": False, "stream": self.stream}).encode()
+                           "cache_prompt": False, "stream": self.stream, "return_tokens": True}).encode()
         oom_before = read_oom_kill(self._oom_counter)
         monitors.start(proc.pid)
         sent = time.monotonic()
-        first_token_ms, final, error = None, None, None
+        first_token_ms, final, error, streamed_ids = None, None, None, []
         conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=self.timeout_s)
         try:
             conn.request("POST", "/completion", body=body, headers={"Content-Type": "application/json",
@@ -442,8 +470,10 @@ class ServerEngine(Engine):
                     chunk = parse.parse_sse_line(raw.decode("utf-8", errors="replace"))
                     if chunk is None:
                         continue
-                    if first_token_ms is None and chunk.get("tokens"):
-                        first_token_ms = (time.monotonic() - sent) * 1000.0
+                    if chunk.get("tokens"):
+                        streamed_ids += chunk["tokens"]
+                        if first_token_ms is None:
+                            first_token_ms = (time.monotonic() - sent) * 1000.0
                     if chunk.get("stop"):
                         final = chunk
                         break
@@ -477,6 +507,8 @@ class ServerEngine(Engine):
                             "ttft_ms": round(first_token_ms, 3) if first_token_ms is not None else None}
         outcome.null_reasons.update({name: SERVER_HAS_NO_DECODE_COUNTER for name in ("prefill_ms", "gen_ms")})
         outcome.details["predicted_n"] = timings.predicted_n
+        outcome.measured.update(self._fingerprints(model, cell, prompt, final, streamed_ids, timings,
+                                                   outcome.null_reasons))
         if final.get("truncated"):
             # llama-server cuts a prompt that does not fit the context and carries on; llama-cli
             # refuses it. Either way the cell did not measure what it names.
@@ -491,6 +523,26 @@ class ServerEngine(Engine):
             outcome.null_reasons["ttft_ms"] = ("llama-server streamed no token before its final chunk" if self.stream
                                                else "the request was not streamed: no first token to time")
         return outcome
+
+    def _fingerprints(self, model: Path, cell: Cell, prompt: str, final: dict[str, Any], streamed_ids: list[int],
+                      timings: parse.ServerTimings, null_reasons: dict[str, str]) -> dict[str, str | None]:
+        """Prompt ids from /tokenize (the tokenizer /completion ran the prompt through), generated ids
+        from the answer: streamed chunks carry theirs; b4404's server holds back the chunk (and its id)
+        of a token whose text ends mid UTF-8 character, which the count check then catches."""
+        generated = final.get("tokens") if not self.stream else streamed_ids
+        try:
+            prompt_ids: list[int] | None = self.tokenize(model, cell.knobs, prompt, add_special=True)
+        except (OSError, RuntimeError, http.client.HTTPException, ValueError, KeyError):
+            prompt_ids = None
+        sent = len(generated or [])
+        out = fingerprints(prompt_ids, timings.prompt_tokens,
+                           generated[:timings.gen_tokens] if generated and sent == timings.predicted_n else None,
+                           timings.gen_tokens, null_reasons)
+        if sent != timings.predicted_n:
+            null_reasons["gen_tokens_sha256"] = (f"llama-server sent {sent} of its {timings.predicted_n} generated "
+                                                 "token ids (a streamed token whose text ends mid UTF-8 character "
+                                                 "comes without its chunk)")
+        return out
 
     def tokenize(self, model: Path, knobs: Knobs, text: str, add_special: bool) -> list[int]:
         """The token ids llama-server's /tokenize gives `text`: the tokenizer a /completion prompt

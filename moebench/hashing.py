@@ -28,6 +28,12 @@ CHUNK_BYTES = 8 * 1024 * 1024
 HASH_WORKERS = max(2, min(8, os.cpu_count() or 2))
 
 
+def token_ids_sha256(ids: Iterable[int]) -> str:
+    """A token sequence's fingerprint: SHA-256 of its ids in decimal, comma-separated, no spaces
+    (`128000,9906,1917`), which anyone can recompute from a tokenizer's output in any language."""
+    return hashlib.sha256(",".join(str(int(i)) for i in ids).encode("ascii")).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as handle:

@@ -5,6 +5,9 @@ is the number of decode steps that `gen_ms` timed. llama-cli reports it directly
 / N runs"); llama-server reports `predicted_n` tokens but its `predicted_ms` starts when the first
 token is sampled from the prompt's logits, so it covers `predicted_n - 1` decode steps. Dividing
 `predicted_n` by `predicted_ms` would overstate the rate by n/(n-1).
+
+Token ids follow the same convention: the generated ids a record fingerprints are the `gen_tokens`
+ids llama.cpp decoded (every sampled token but the last, which is printed and never decoded).
 """
 
 from __future__ import annotations
@@ -92,6 +95,44 @@ def parse_cli_perf(stderr: str) -> CliPerf:
         sample_ms=float(sampler[-1][0]) if sampler else None,
         sample_runs=int(sampler[-1][1]) if sampler else None,
     )
+
+
+_PROMPT_COUNT = re.compile(r"^main: number of tokens in prompt = ([0-9]+)$", re.MULTILINE)
+_PROMPT_ID = re.compile(r"^ *([0-9]+) -> '", re.MULTILINE)
+_EVAL_ONE = re.compile(r"^eval: \[ '[^\n]*':([0-9]+) \]$", re.MULTILINE)
+_EVAL_LINE = re.compile(r"^eval: \[ ", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class CliTokens:
+    prompt_ids: tuple[int, ...]
+    gen_ids: tuple[int, ...]
+
+
+def parse_cli_tokens(stderr: str, gen_tokens: int) -> CliTokens:
+    """Prompt and decoded token ids from llama-cli's own log: `--verbose-prompt` lists the prompt as
+    `<id> -> '<piece>'` lines after its count; at `-lv 1` every decode logs `eval: [ '<piece>':<id>, ... ]`
+    (pieces stripped of non-printable bytes, so one line each). The last `gen_tokens` eval lines are
+    the generated tokens, one each (llama-cli decodes one sampled token at a time); the lines before
+    them hold the prompt."""
+    count = _PROMPT_COUNT.search(stderr)
+    if count is None:
+        raise ParseError("llama-cli printed no prompt token list (it needs --verbose-prompt)")
+    n_prompt = int(count.group(1))
+    prompt_ids = tuple(int(m.group(1)) for m in _PROMPT_ID.finditer(stderr, count.end()))[:n_prompt]
+    if len(prompt_ids) != n_prompt:
+        raise ParseError(f"llama-cli announced {n_prompt} prompt tokens and listed {len(prompt_ids)}")
+    evals = [m.start() for m in _EVAL_LINE.finditer(stderr)]
+    if len(evals) < gen_tokens + 1:
+        raise ParseError(f"llama-cli logged {len(evals)} decodes, fewer than the prompt's and {gen_tokens} "
+                         "generated ones (it needs -lv 1)")
+    gen_ids = []
+    for start in evals[len(evals) - gen_tokens:]:
+        one = _EVAL_ONE.match(stderr, start)
+        if one is None:
+            raise ParseError(f"llama-cli's decode line is not one token: {stderr[start:start + 80]!r}")
+        gen_ids.append(int(one.group(1)))
+    return CliTokens(prompt_ids, tuple(gen_ids))
 
 
 def is_load_failure(stderr: str) -> bool:

@@ -1,13 +1,20 @@
 """Expand one experiment of experiments.yaml into the ordered list of cells to run.
 
-A cell is model x prompt x repetition x sweep knobs. Cells are ordered model-major (one server
-start per model and knob set), with each model's warm-up cells first; inside, repetitions are the
-outer loop and prompts the inner one, so drift over time spreads over all prompts alike.
-`cell_key` is stable across invocations and is what `--resume` matches on.
+A cell is model x prompt x repetition x sweep knobs. Two orders:
+- `interleaved` (the default): repetition-major. Each repetition runs every (model, knob set) once,
+  in an order drawn anew per repetition from a seeded generator, prompts inside; a model's warm-up
+  cells come right before its first cell. A drift of the machine over a long run (heat, clocks, a
+  neighbour) then spreads over all models instead of landing on the ones that ran last, so paired
+  MoE/dense ratios do not inherit it. The seed is in every record, so the order can be replayed.
+- `fixed`: model-major, the study's own schedule (one server start per model and knob set), each
+  model's warm-ups first; inside, repetitions outer and prompts inner.
+`cell_key` is stable across invocations and orders and is what `--resume` matches on; a cell's
+position is its index in the planned order.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +56,17 @@ class Cell:
     knobs: Knobs
 
 
+ORDERS = ("interleaved", "fixed")
+
+
 @dataclass(frozen=True)
 class Plan:
     experiment: str
     device: str
     smoke: bool
     cells: tuple[Cell, ...]
+    order: str = "fixed"
+    seed: int | None = None  # the interleaved order's generator seed; None for the fixed order
 
     @property
     def measured(self) -> tuple[Cell, ...]:
@@ -86,8 +98,14 @@ def cell_key(experiment: str, model_id: str, prompt_id: str, repetition: int, is
 
 
 def expand(cfg: Config, device: str, experiment: str, *, smoke: bool = False,
-           only_models: tuple[str, ...] | list[str] | None = None, threads_override: int | None = None) -> Plan:
-    """All cells of `experiment` on `device`, after the smoke reduction and the command-line filters."""
+           only_models: tuple[str, ...] | list[str] | None = None, threads_override: int | None = None,
+           order: str = "fixed", seed: int | None = None) -> Plan:
+    """All cells of `experiment` on `device`, after the smoke reduction and the command-line filters,
+    in `order` (see the module doc; `interleaved` needs its `seed`)."""
+    if order not in ORDERS:
+        raise UserError("--order", f"unknown order {order!r}", f"use one of: {', '.join(ORDERS)}")
+    if order == "interleaved" and seed is None:
+        raise UserError("--order-seed", "the interleaved order needs a seed", "give --order-seed N")
     exp = cfg.experiment(experiment)
     dev = cfg.device(device)
     gen = Generation.model_validate({**cfg.experiments.generation.model_dump(), **exp.generation})
@@ -114,20 +132,27 @@ def expand(cfg: Config, device: str, experiment: str, *, smoke: bool = False,
                               key=f"experiments.{experiment}.models")
         models = [m for m in models if m in only_models]
 
+    groups = [(model_id, Knobs(threads=threads, n_predict=n_predict, ctx_size=gen.ctx_size, batch_size=gen.batch_size,
+                               ubatch_size=gen.ubatch_size, n_gpu_layers=dev.n_gpu_layers, seed=gen.seed,
+                               temperature=gen.temperature, ignore_eos=gen.ignore_eos))
+              for model_id in models for threads in thread_values for n_predict in predict_values]
+    # a model's warm-ups run its first knob set on the first prompt, whichever order follows
+    warmup_cells = {model_id: [_cell(cfg, experiment, model_id, prompts[0], i, True, knobs) for i in range(warmups)]
+                    for model_id, knobs in reversed(groups)}
     cells: list[Cell] = []
-    for model_id in models:
-        first = True
-        for threads in thread_values:
-            for n_predict in predict_values:
-                knobs = Knobs(threads=threads, n_predict=n_predict, ctx_size=gen.ctx_size, batch_size=gen.batch_size,
-                              ubatch_size=gen.ubatch_size, n_gpu_layers=dev.n_gpu_layers, seed=gen.seed,
-                              temperature=gen.temperature, ignore_eos=gen.ignore_eos)
-                if first:
-                    cells += [_cell(cfg, experiment, model_id, prompts[0], i, True, knobs) for i in range(warmups)]
-                    first = False
-                cells += [_cell(cfg, experiment, model_id, prompt_id, rep, False, knobs)
-                          for rep in range(repetitions) for prompt_id in prompts]
-    return Plan(experiment=experiment, device=device, smoke=smoke, cells=tuple(cells))
+    if order == "fixed":
+        for model_id, knobs in groups:
+            cells += warmup_cells.pop(model_id, [])
+            cells += [_cell(cfg, experiment, model_id, prompt_id, rep, False, knobs)
+                      for rep in range(repetitions) for prompt_id in prompts]
+    else:
+        draw = random.Random(seed)
+        for rep in range(repetitions):
+            for model_id, knobs in draw.sample(groups, len(groups)):
+                cells += warmup_cells.pop(model_id, [])
+                cells += [_cell(cfg, experiment, model_id, prompt_id, rep, False, knobs) for prompt_id in prompts]
+    return Plan(experiment=experiment, device=device, smoke=smoke, cells=tuple(cells), order=order,
+                seed=seed if order == "interleaved" else None)
 
 
 def _cell(cfg: Config, experiment: str, model_id: str, prompt_id: str, repetition: int, is_warmup: bool,

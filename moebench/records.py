@@ -33,6 +33,8 @@ MEASUREMENT_FIELDS = (
 # What a runner's user sees end to end (sampling and serving included), beside the study's rates;
 # absent in records made before they existed, so checked only where present.
 E2E_FIELDS = ("e2e_prefill_ms", "e2e_prefill_tokens_per_s", "e2e_gen_ms", "e2e_gen_tokens_per_s")
+# The token fingerprints (prompt ids, decoded generated ids): absent in records made before them.
+TOKEN_FIELDS = ("prompt_tokens_sha256", "gen_tokens_sha256")
 PROVENANCE_OPTIONAL = (
     "binary_sha256", "binary_name", "llama_cpp_commit", "llama_cpp_pin", "source_tree_hash", "source_channel",
     "compiler", "build_flags", "toolchain_id", "image_digest", "power_mode", "clocks", "model_sha256",
@@ -57,7 +59,7 @@ def null_reason_problems(record: dict[str, Any]) -> list[str]:
     problems = [f"{name} is null without null_reasons.{name}"
                 for name in MEASUREMENT_FIELDS
                 if record.get(name) is None and not record.get("null_reasons", {}).get(name)]
-    problems += [f"{name} is null without null_reasons.{name}" for name in E2E_FIELDS
+    problems += [f"{name} is null without null_reasons.{name}" for name in E2E_FIELDS + TOKEN_FIELDS
                  if name in record and record[name] is None and not record.get("null_reasons", {}).get(name)]
     provenance = record.get("provenance") or {}
     problems += [f"provenance.{name} is null without provenance.null_reasons.{name}"

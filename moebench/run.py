@@ -166,14 +166,19 @@ class _Context:
     resume_command: str = ""
     output: Path | None = None
     model_stats: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    order: dict[str, Any] = field(default_factory=lambda: {"mode": "fixed", "seed": None})
+    positions: dict[str, int] = field(default_factory=dict)  # cell_key -> index in the planned order
 
 
 def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smoke: bool = False,
                    only_models: tuple[str, ...] | list[str] | None = None, threads_override: int | None = None,
                    resume: bool = False, allow_unverified: bool = False, models_source: str = "replica",
                    replica_scale: str | None = "tiny", pin: str | None = None,
-                   runner_mode: str | None = None) -> RunSummary:
-    """Run every cell of the plan into `output` (JSONL); see the module doc for the guarantees."""
+                   runner_mode: str | None = None, order: str = "interleaved",
+                   order_seed: int | None = None) -> RunSummary:
+    """Run every cell of the plan into `output` (JSONL) in `order` (plan.py: `interleaved`, seeded by
+    `order_seed` or a fresh seed, or `fixed`); a resumed run keeps the order and seed its records
+    state. See the module doc for the guarantees."""
     dev = cfg.device(device)
     pin = pin or dev.default_pin
     cfg.pin(pin)
@@ -181,8 +186,9 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
     if models_source not in ("real", "replica"):
         raise UserError("--models", f"unknown model source {models_source!r}", "use real or replica")
     scale = replica_scale if models_source == "replica" else None
+    order, order_seed = _planned_order(output, resume, order, order_seed)
     the_plan = planning.expand(cfg, device, experiment, smoke=smoke, only_models=only_models,
-                               threads_override=threads_override)
+                               threads_override=threads_override, order=order, seed=order_seed)
     binary_name = engines.BINARY_FOR_MODE[mode]
     binary, manifest, manifest_reason = resolve_binary(device, pin, binary_name)
     verified, verify_reason = check_verified(cfg, device, pin, models_source, scale,
@@ -199,7 +205,7 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
 
     summary = RunSummary(output=output, runner_mode=mode, cells_total=len(the_plan.cells))
     resume_command = _resume_command(device, experiment, output, smoke, only_models, threads_override,
-                                     models_source, scale, pin)
+                                     models_source, scale, pin, the_plan)
     if output.parent.is_dir():
         for line in children.stale_servers(output.parent):
             print(line, file=sys.stderr)
@@ -219,10 +225,13 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
                                    binary_name=binary_name, binary_path=binary, command_line=list(sys.argv),
                                    allow_unverified=allow_unverified, verified=verified),
                                models={m: _model_file(cfg, m, models_source, scale) for m in dict.fromkeys(c.model_id for c in todo)},
-                               router_overhead=dev.patched, resume_command=resume_command, output=output)
+                               router_overhead=dev.patched, resume_command=resume_command, output=output,
+                               order={"mode": the_plan.order, "seed": the_plan.seed},
+                               positions={c.cell_key: i for i, c in enumerate(the_plan.cells)})
                 ctx.model_stats = {m: _stat_key(path) for m, (path, *_) in ctx.models.items() if path is not None}
+                seeded = f", seed {the_plan.seed}" if the_plan.seed is not None else ""
                 print(f"{experiment} on {device}: {len(todo)} cells to run ({summary.cells_skipped} already recorded), "
-                      f"runner {mode}, output {output}", flush=True)
+                      f"runner {mode}, order {the_plan.order}{seeded}, output {output}", flush=True)
                 _run_cells(ctx, todo, writer, summary, binary, float(_timeout(cfg, experiment)), interrupt)
         except OutputWriteError as exc:
             raise OutputWriteError(exc.where, exc.problem, f"{exc.fix}, then resume: {resume_command}") from None
@@ -232,11 +241,33 @@ def run_experiment(cfg: Config, device: str, experiment: str, output: Path, smok
     return summary
 
 
+def _planned_order(output: Path, resume: bool, order: str, seed: int | None) -> tuple[str, int | None]:
+    """The order and seed to plan with: a resumed run's from its records (an explicit other one is
+    refused: the cells left would run in another order than planned), else the ones asked for, with
+    a fresh seed for an interleaved run that names none."""
+    recorded = next((r.get("order") or {"mode": "fixed", "seed": None}
+                     for r in (read_records(output) if resume and output.is_file() else ())), None)
+    if recorded is not None:
+        asked_seed = seed if seed is not None else recorded["seed"]
+        if (order, asked_seed) != (recorded["mode"], recorded["seed"]):
+            seeded = f" --order-seed={recorded['seed']}" if recorded["seed"] is not None else ""
+            raise UserError(output, f"its records were planned in order {recorded['mode']}"
+                            f"{seeded.replace(' --order-seed=', ', seed ')}; this run asks for {order}"
+                            f"{f', seed {seed}' if seed is not None else ''}",
+                            f"resume with --order={recorded['mode']}{seeded}, or give a new --output")
+        return recorded["mode"], recorded["seed"]
+    if order == "interleaved" and seed is None:
+        seed = secrets.randbelow(2**31)
+    return order, seed
+
+
 def _resume_command(device: str, experiment: str, output: Path, smoke: bool, only_models: Any,
-                    threads_override: int | None, models_source: str, scale: str | None, pin: str) -> str:
-    """The `invoke run` that continues this run into the same output."""
+                    threads_override: int | None, models_source: str, scale: str | None, pin: str,
+                    the_plan: planning.Plan) -> str:
+    """The `invoke run` that continues this run into the same output, in its planned order."""
     parts = ["invoke", "run", f"--device={device}", f"--experiment={experiment}", f"--pin={pin}",
-             f"--models={models_source}"]
+             f"--models={models_source}", f"--order={the_plan.order}"]
+    parts += [f"--order-seed={the_plan.seed}"] if the_plan.seed is not None else []
     parts += [f"--scale={scale}"] if scale else []
     parts += ["--smoke"] if smoke else []
     parts += [f"--only-models={','.join(only_models)}"] if only_models else []
@@ -401,7 +432,7 @@ def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, r
     failed_reason = (f"cell failed ({outcome.failure['reason']}): {outcome.failure['message']}"
                      if outcome.failure else None)
     for name in ("prompt_tokens", "prefill_ms", "gen_tokens", "gen_ms", "load_ms", "wall_ms", "ttft_ms",
-                 "e2e_prefill_ms", "e2e_gen_ms"):
+                 "e2e_prefill_ms", "e2e_gen_ms", *engines.TOKEN_FIELDS):
         measured.setdefault(name, None)
         if measured[name] is None and name not in reasons:
             reasons[name] = failed_reason or f"{ctx.runner_mode} runner did not report {name}"
@@ -441,6 +472,7 @@ def build_record(ctx: _Context, cell: planning.Cell, outcome: engines.Outcome, r
         "prompt_length_class": cell.prompt_length_class,
         "repetition": cell.repetition,
         "is_warmup": cell.is_warmup,
+        "order": {**ctx.order, "position": ctx.positions.get(cell.cell_key)},
         "runner_mode": ctx.runner_mode,
         "knobs": cell.knobs.as_dict(),
         "status": "failed" if failure else "ok",

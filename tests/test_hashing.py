@@ -106,3 +106,12 @@ def test_differing_paths_say_what_differs(repo):
     assert differing_paths(tree_entries(repo), pinned) == [
         "a.txt (other content)", "a0 (missing)", "new.h (not in the pinned tree)", "run.sh (mode 100644, pinned 100755)"]
     assert len(differing_paths(tree_entries(repo), pinned, limit=2)) == 2
+
+
+def test_token_fingerprint_is_the_sha256_of_the_decimal_ids():
+    import hashlib
+
+    from moebench.hashing import token_ids_sha256
+
+    assert token_ids_sha256([128000, 9906, 1917]) == hashlib.sha256(b"128000,9906,1917").hexdigest()
+    assert token_ids_sha256([1, 23]) != token_ids_sha256([12, 3])

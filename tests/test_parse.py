@@ -66,3 +66,26 @@ def test_bad_json_is_a_parse_error():
         parse.parse_llama_bench_json("not json")
     with pytest.raises(parse.ParseError):
         parse.parse_sse_line("data: {broken")
+
+
+@pytest.mark.parametrize("name", ["cli_tokens_stderr.txt", "cli_tokens_b4404_stderr.txt"])
+def test_cli_token_ids_from_both_pins(name):
+    """--verbose-prompt's list (a piece spanning lines among them) and the -lv 1 eval lines: the
+    prompt's ids in order and the decoded generated ones, as many as the perf footer counts."""
+    stderr = text(name)
+    perf = parse.parse_cli_perf(stderr)
+    ids = parse.parse_cli_tokens(stderr, perf.gen_tokens)
+    assert ids.prompt_ids == (128000, 2519, 832, 382, 2519, 1403, 25, 330, 275, 596, 498, 2884)
+    assert len(ids.prompt_ids) == perf.prompt_tokens == 12
+    assert ids.gen_ids == (2884,) * 5 and perf.gen_tokens == 5
+
+
+def test_cli_token_ids_refused_without_the_logs():
+    with pytest.raises(parse.ParseError, match="--verbose-prompt"):
+        parse.parse_cli_tokens(text("cli_stderr.txt"), 31)   # recorded without --verbose-prompt / -lv 1
+    stderr = text("cli_tokens_stderr.txt")
+    with pytest.raises(parse.ParseError, match="fewer than"):
+        parse.parse_cli_tokens(stderr, 6)                    # more generated tokens than decodes logged
+    garbled = stderr.replace("eval: [ ' done':2884 ]", "eval: [ ' done':28x4 ]", 1)
+    with pytest.raises(parse.ParseError, match="not one token"):
+        parse.parse_cli_tokens(garbled, 5)
