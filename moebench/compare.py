@@ -11,6 +11,13 @@ runner, knobs) and compared per headline metric: each lab's 95% interval of the 
 (stats.positive_interval), whether the two intervals overlap, and B/A as the ratio of the geometric
 means with a Welch t-interval on the difference of the mean logs (the labs' runs are not paired).
 A metric agrees when the intervals overlap.
+
+Before the numbers, the work: per cell and prompt, whether both labs ran the same model file
+(SHA-256), fed the same prompt token ids and generated the same token sequence (the records' token
+fingerprints). A model or prompt mismatch is different work; a generated mismatch is too, and says
+whether it is to be expected (the two records name different runner binaries or GPUs, whose
+floating-point sums may round differently and flip a greedy pick), or not (same binary, model and
+backend: greedy decoding is then deterministic). Any mismatch makes the verdict DIFFERENT.
 """
 
 from __future__ import annotations
@@ -367,6 +374,74 @@ def _metric_result(cell: str, metric: str, values_a: list[float], values_b: list
                         (sb.geomean, sb.ci_low, sb.ci_high), overlap, ratio, verdict, note)
 
 
+@dataclass(frozen=True)
+class WorkResult:
+    cell: str  # the metric cell, with the prompt
+    model: str  # same | different
+    prompt_tokens: str  # match | mismatch | not compared
+    gen_tokens: str
+    expected: str | None = None  # why a generated mismatch is to be expected, or None
+    detail: str = ""
+
+    @property
+    def differs(self) -> bool:
+        return "different" == self.model or "mismatch" in (self.prompt_tokens, self.gen_tokens)
+
+
+def _fingerprint(records: list[dict[str, Any]], name: str) -> tuple[set[str], int]:
+    """The distinct fingerprints of `name` among the records, and how many records lack one."""
+    values = [r.get(name) for r in records]
+    return {v for v in values if v}, sum(1 for v in values if not v)
+
+
+def _match(a: list[dict[str, Any]], b: list[dict[str, Any]], name: str) -> tuple[str, str]:
+    (fa, missing_a), (fb, missing_b) = _fingerprint(a, name), _fingerprint(b, name)
+    if not fa or not fb:
+        side = "A" if not fa else "B"
+        return "not compared", f"{name}: {side} has none (records made before fingerprints, or null with a reason)"
+    if fa == fb and len(fa) == 1:
+        return "match", ""
+    return "mismatch", f"{name}: A {sorted(x[:12] for x in fa)}, B {sorted(x[:12] for x in fb)}"
+
+
+def _expected_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str | None:
+    def names(records: list[dict[str, Any]], get: Any) -> set[str]:
+        return {str(get(r)) for r in records}
+
+    binaries = (names(a, lambda r: r["provenance"].get("binary_sha256")),
+                names(b, lambda r: r["provenance"].get("binary_sha256")))
+    gpus = (names(a, lambda r: (r["provenance"].get("gpu") or {}).get("name")),
+            names(b, lambda r: (r["provenance"].get("gpu") or {}).get("name")))
+    reasons = [what for what, (x, y) in (("runner binaries", binaries), ("GPUs", gpus)) if x != y]
+    return f"expected: different {' and '.join(reasons)}" if reasons else None
+
+
+def compare_work(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[WorkResult]:
+    """Per cell and prompt (repetitions pooled: greedy decoding repeats itself), the model file and
+    both token fingerprints of A against B."""
+    def by_prompt(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for cell, rows in _cells(records).items():
+            for r in rows:
+                out.setdefault(f"{cell} | {r['prompt_id']}", []).append(r)
+        return out
+
+    cells_a, cells_b = by_prompt(a), by_prompt(b)
+    results = []
+    for cell in sorted(set(cells_a) & set(cells_b)):
+        ra, rb = cells_a[cell], cells_b[cell]
+        models = ({r["provenance"].get("model_sha256") for r in ra}, {r["provenance"].get("model_sha256") for r in rb})
+        model = "same" if models[0] == models[1] and len(models[0]) == 1 else "different"
+        prompt, prompt_detail = _match(ra, rb, "prompt_tokens_sha256")
+        gen, gen_detail = _match(ra, rb, "gen_tokens_sha256")
+        detail = "; ".join(x for x in (
+            f"model_sha256: A {sorted(str(m)[:12] for m in models[0])}, B {sorted(str(m)[:12] for m in models[1])}"
+            if model == "different" else "", prompt_detail, gen_detail) if x)
+        results.append(WorkResult(cell, model, prompt, gen,
+                                  _expected_divergence(ra, rb) if gen == "mismatch" else None, detail))
+    return results
+
+
 # --- the comparison ----------------------------------------------------------------------------------
 
 @dataclass
@@ -377,10 +452,19 @@ class Comparison:
     artifact_notes: list[str]
     metrics: list[MetricResult]
     record_notes: list[str]
+    work: list[WorkResult] = field(default_factory=list)
 
     @property
     def different(self) -> list[ArtifactResult]:
         return [r for r in self.artifacts if r.status == "DIFFERENT"]
+
+    @property
+    def different_work(self) -> list[WorkResult]:
+        return [w for w in self.work if w.differs]
+
+    def work_counts(self) -> dict[str, dict[str, int]]:
+        """Per fingerprint: how many cells match, mismatch or could not be compared."""
+        return {name: dict(Counter(getattr(w, name) for w in self.work)) for name in ("prompt_tokens", "gen_tokens")}
 
     @property
     def disagreeing(self) -> list[MetricResult]:
@@ -388,16 +472,20 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.different or self.disagreeing or not (self.artifacts or self.metrics) else 0
+        return 1 if self.different or self.different_work or self.disagreeing or not (self.artifacts or self.metrics) else 0
 
     def verdict(self) -> str:
         if not (self.artifacts or self.metrics):
             return "NOTHING COMPARED: the two sides have no artifact and no cell in common"
         if self.exit_code == 0:
             agreed = sum(m.verdict == "agree" for m in self.metrics)
+            matched = sum(w.gen_tokens == "match" for w in self.work)
             return (f"IDENTICAL: {len(self.artifacts)} artifacts match"
+                    + (f"; the same work in {len(self.work)} cells (token sequences match in {matched})"
+                       if self.work else "")
                     + (f"; {agreed} of {len(self.metrics)} metrics agree, none differ" if self.metrics else ""))
         return (f"DIFFERENT: {len(self.different)} of {len(self.artifacts)} artifacts differ"
+                + (f"; different work in {len(self.different_work)} of {len(self.work)} cells" if self.work else "")
                 + (f"; {len(self.disagreeing)} of {len(self.metrics)} metrics differ" if self.metrics else ""))
 
     def to_json(self) -> dict[str, Any]:
@@ -416,6 +504,9 @@ class Comparison:
                              "b": list(m.b), "overlap": m.overlap, "ratio": m.ratio.ratio, "ratio_low": m.ratio.low,
                              "ratio_high": m.ratio.high, "verdict": m.verdict, "note": m.note or m.ratio.note}
                             for m in self.metrics],
+                "work": [{"cell": w.cell, "model": w.model, "prompt_tokens": w.prompt_tokens,
+                          "gen_tokens": w.gen_tokens, "expected": w.expected, "detail": w.detail} for w in self.work],
+                "work_counts": self.work_counts(),
                 "record_notes": self.record_notes}
 
 
@@ -426,11 +517,13 @@ def compare(path_a: Path, path_b: Path, trusted_keys: tuple[Path, ...] = ()) -> 
     a, b = load_side(path_a, trusted), load_side(path_b, trusted)
     artifacts, artifact_notes = compare_artifacts(a, b)
     metrics: list[MetricResult] = []
+    work: list[WorkResult] = []
     if a.records is None or b.records is None:
         record_notes = ["records: only bundles carry records; not compared"]
     else:
         metrics, record_notes = compare_records(a.records, b.records)
-    return Comparison(a, b, artifacts, artifact_notes, metrics, record_notes)
+        work = compare_work(a.records, b.records)
+    return Comparison(a, b, artifacts, artifact_notes, metrics, record_notes, work)
 
 
 # --- text --------------------------------------------------------------------------------------------
@@ -461,6 +554,16 @@ def render(result: Comparison) -> str:
             lines += ["    diffoscope:"] + [f"      {line}" for line in r.diffoscope.splitlines()]
     lines += [f"  ({note})" for note in result.artifact_notes]
     lines += [f"  note, {side}: {note}" for side, s in (("A", result.a), ("B", result.b)) for note in s.notes]
+    if result.work:
+        counts = result.work_counts()
+        lines += ["", "work: per cell and prompt, the model file and the token fingerprints (prompt ids, generated ids): "
+                      + "; ".join(f"{name.replace('_', ' ')}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items()))
+                                  for name, c in counts.items())]
+        for w in result.work:
+            state = "DIFFERENT " if w.differs else "same work"
+            lines.append(f"  {state:<10} {w.cell}: model {w.model}, prompt tokens {w.prompt_tokens}, generated "
+                         f"{w.gen_tokens}" + (f" ({w.expected})" if w.expected else "")
+                         + (f"; {w.detail}" if w.detail else ""))
     if result.metrics:
         lines += ["", "records: per cell and headline metric, each lab's geometric mean [95% interval, Student-t on log "
                       f"values]; B/A: {RATIO_METHOD}; a metric agrees when the two intervals overlap"]

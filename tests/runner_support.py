@@ -84,13 +84,15 @@ def swap_model(monkeypatch, model: Path) -> None:
     monkeypatch.setattr(run, "resolve_model_path", lambda cfg, model_id, source, scale: model)
 
 
-def run_smoke(cfg_dir: Path, output: Path, mode: str, resume: bool = False, model: str = MODEL):
-    """The smoke matrix of `model` through run_experiment, verified (no --allow-unverified)."""
+def run_smoke(cfg_dir: Path, output: Path, mode: str, resume: bool = False, model: str | list[str] = MODEL,
+              order: str = "interleaved", order_seed: int | None = None, allow_unverified: bool = False):
+    """The smoke matrix of `model` (or models) through run_experiment, verified unless told."""
     from moebench import run
 
-    return run.run_experiment(load_config(cfg_dir), DEVICE, EXPERIMENT, output, smoke=True, only_models=[model],
-                              threads_override=THREADS, resume=resume, allow_unverified=False, pin=PIN,
-                              runner_mode=mode)
+    return run.run_experiment(load_config(cfg_dir), DEVICE, EXPERIMENT, output, smoke=True,
+                              only_models=[model] if isinstance(model, str) else model,
+                              threads_override=THREADS, resume=resume, allow_unverified=allow_unverified, pin=PIN,
+                              runner_mode=mode, order=order, order_seed=order_seed)
 
 
 def assert_kit_provenance(record: dict[str, Any], bin_dir: Path) -> None:

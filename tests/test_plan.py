@@ -64,3 +64,40 @@ def test_cell_keys_are_stable(cfg):
     assert [c.cell_key for c in a.cells] == [c.cell_key for c in b.cells]
     assert all(set(c.knobs.as_dict()) == {"threads", "n_predict", "ctx_size", "batch_size", "ubatch_size",
                                           "n_gpu_layers", "seed", "temperature", "ignore_eos"} for c in a.cells)
+
+
+def test_interleaved_order_is_repetition_major_with_a_seeded_model_order(cfg):
+    fixed = plan.expand(cfg, "cpu", "experiment_1_efficiency")
+    a = plan.expand(cfg, "cpu", "experiment_1_efficiency", order="interleaved", seed=7)
+    assert (a.order, a.seed, fixed.order, fixed.seed) == ("interleaved", 7, "fixed", None)
+    assert sorted(c.cell_key for c in a.cells) == sorted(c.cell_key for c in fixed.cells)  # same cells, other order
+    measured = [c for c in a.cells if not c.is_warmup]
+    assert [c.repetition for c in measured] == sorted(c.repetition for c in measured)  # repetition-major
+    per_rep = [tuple(dict.fromkeys(c.model_id for c in measured if c.repetition == rep)) for rep in range(3)]
+    assert all(sorted(models) == sorted(fixed.models) for models in per_rep)
+    assert len(set(per_rep)) > 1  # drawn anew each repetition (seed 7 draws three different orders)
+    for model in fixed.models:  # a model's warm-ups come right before its first measured cell
+        first = next(i for i, c in enumerate(a.cells) if c.model_id == model)
+        warmups = cfg.experiment("experiment_1_efficiency").warmup_runs
+        assert all(c.is_warmup for c in a.cells[first:first + warmups])
+        assert not a.cells[first + warmups].is_warmup and a.cells[first + warmups].model_id == model
+    # the same seed replays the order; another seed gives another
+    again = plan.expand(cfg, "cpu", "experiment_1_efficiency", order="interleaved", seed=7)
+    other = plan.expand(cfg, "cpu", "experiment_1_efficiency", order="interleaved", seed=8)
+    assert [c.cell_key for c in again.cells] == [c.cell_key for c in a.cells] != [c.cell_key for c in other.cells]
+
+
+def test_interleaved_sweeps_shuffle_model_and_knob_set_together(cfg):
+    p = plan.expand(cfg, "m2", "experiment_a_cpu_thread_sweep", order="interleaved", seed=1)
+    sweep = cfg.experiment("experiment_a_cpu_thread_sweep").sweep.threads
+    rep0 = [(c.model_id, c.knobs.threads) for c in p.cells if not c.is_warmup and c.repetition == 0]
+    assert len(dict.fromkeys(rep0)) == 4 * len(sweep)
+    assert [(c.model_id, c.knobs.threads) for c in p.cells if c.is_warmup] == [
+        (m, sweep[0]) for m in dict.fromkeys(m for m, _ in dict.fromkeys(rep0))]
+
+
+def test_orders_refuse_bad_input(cfg):
+    with pytest.raises(UserError, match="--order"):
+        plan.expand(cfg, "cpu", "experiment_1_efficiency", order="random")
+    with pytest.raises(UserError, match="seed"):
+        plan.expand(cfg, "cpu", "experiment_1_efficiency", order="interleaved")
