@@ -26,6 +26,7 @@ from moebench.analysis_axes import axes_table
 from moebench.analysis_frame import (GROUP_FIELDS, PINNED_FIELDS, Loaded, key_label, load_records, null_note,
                                      origins, rows_of, to_frame)
 from moebench.analysis_roofline import roofline_table
+from moebench.analysis_warmup import warmup_table
 from moebench.config import Config
 from moebench.errors import UserError
 from moebench.files import write_atomic
@@ -38,7 +39,7 @@ SEQUENCE_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "peak
 WARN_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "peak_rss_bytes", "joules_per_token")
 STAT_SUFFIXES = ("n", "mean", "stddev", "cv", "geomean", "ci95_low", "ci95_high", "note")
 TABLES = ("per_model_summary", "sequence_length_summary", "cpu_thread_sweep_summary", "thread_optimum_summary",
-          "failures", "axes_summary", "roofline_summary")
+          "failures", "axes_summary", "roofline_summary", "warmup_summary")
 FAILURE_COLUMNS = {"experiment": "experiment", "device": "device", "model_id": "model_id",
                    "model_source": "model_source", "prompt_id": "prompt_id", "repetition": "repetition",
                    "is_warmup": "is_warmup", "threads": "threads", "n_predict": "n_predict",
@@ -227,6 +228,7 @@ def summarize(cfg: Config, frame: pd.DataFrame, raw_dir: Path, allow_mixed: bool
         "failures": failures(frame),
         "axes_summary": axes_table(cfg, frame, per_model),
         "roofline_summary": roofline_table(cfg, frame, per_model),
+        "warmup_summary": warmup_table(frame),
     }
     return frames, mixed
 

@@ -479,10 +479,10 @@ class Comparison:
             return "NOTHING COMPARED: the two sides have no artifact and no cell in common"
         if self.exit_code == 0:
             agreed = sum(m.verdict == "agree" for m in self.metrics)
-            matched = sum(w.gen_tokens == "match" for w in self.work)
+            proven = sum(w.model == "same" and w.prompt_tokens == w.gen_tokens == "match" for w in self.work)
             return (f"IDENTICAL: {len(self.artifacts)} artifacts match"
-                    + (f"; the same work in {len(self.work)} cells (token sequences match in {matched})"
-                       if self.work else "")
+                    + (f"; the same work proven in {proven} of {len(self.work)} cells (model file, prompt and "
+                       "generated tokens), none different" if self.work else "")
                     + (f"; {agreed} of {len(self.metrics)} metrics agree, none differ" if self.metrics else ""))
         return (f"DIFFERENT: {len(self.different)} of {len(self.artifacts)} artifacts differ"
                 + (f"; different work in {len(self.different_work)} of {len(self.work)} cells" if self.work else "")

@@ -342,6 +342,29 @@ def section_failures(analysis: AnalysisResult) -> str:
                                                 "message", "record"], body)])
 
 
+def section_warmups(analysis: AnalysisResult) -> str | None:
+    """Per cell, the warm-ups' rates and the first measured run against the rest (analysis_warmup);
+    a cell whose first run sits apart is flagged: its warm-up was not enough."""
+    rows = analysis.tables.get("warmup_summary") or []
+    if not rows:
+        return None
+    flagged = [r for r in rows if r["warmup_enough"] is False]
+    judged = [r for r in rows if r["warmup_enough"] is not None]
+    lines = ["## Warm-ups", "",
+             f"Per cell, the warm-up runs' decode rates (experiments.yaml `warmup_runs`, not changed by the kit) and "
+             f"the first measured run against the median of its prompt's other repetitions. {len(flagged)} of "
+             f"{len(judged)} judged cells flagged: their first measured run is an outlier (> 3 MADs and > 10% "
+             "from the median), so their warm-up was not enough or the machine drifted.", ""]
+    body = [[r["model_id"], r["experiment"], knobs_label(r), r["warmup_n"], r["warmup_gen_tokens_per_s"] or DASH,
+             fmt(r["first_gen_tokens_per_s"]), fmt(r["rest_median_gen_tokens_per_s"]),
+             DASH if r["first_vs_rest"] is None else f"{r['first_vs_rest']:+.1%}",
+             DASH if r["warmup_enough"] is None else ("**not enough**" if r["warmup_enough"] is False else "enough"),
+             ] for r in rows]
+    lines.append(table(["model", "experiment", "knobs", "warm-ups", "warm-up gen tok/s", "first run gen tok/s",
+                        "rest median", "first vs rest", "warm-up"], body))
+    return "\n".join(lines)
+
+
 # --- verdicts ----------------------------------------------------------------------------------
 
 def verdict(claim: ReferenceClaim, analysis: AnalysisResult) -> Verdict:
@@ -463,6 +486,22 @@ def section_verification(output_dir: Path) -> str | None:
         lines += [table(["artifact", "status", "A", "B"],
                         [[a["name"], a["status"], _digest_cell(a["a"]), _digest_cell(a["b"])] for a in artifacts]), ""]
     lines += [f"- {note}" for note in data["artifact_notes"]]
+    work = data.get("work") or []
+    if work:
+        counts = data["work_counts"]
+        same = sum(1 for w in work if w["model"] == "same" and w["prompt_tokens"] == w["gen_tokens"] == "match")
+
+        def tally(name: str) -> str:
+            return ", ".join(f"{n} {state}" for state, n in sorted(counts[name].items()))
+
+        lines += ["", f"Work: the same in {same} of {len(work)} cells (model file, prompt token ids and generated "
+                      f"token ids per cell and prompt). Prompt tokens: {tally('prompt_tokens')}; generated tokens: "
+                      f"{tally('gen_tokens')}.", ""]
+        odd = [w for w in work if w["model"] != "same" or "match" != w["prompt_tokens"] or "match" != w["gen_tokens"]]
+        if odd:
+            lines += [table(["cell", "model file", "prompt tokens", "generated tokens", "detail"],
+                            [[w["cell"], w["model"], w["prompt_tokens"], w["gen_tokens"] + (
+                                f" ({w['expected']})" if w["expected"] else ""), w["detail"] or DASH] for w in odd]), ""]
     metrics = data["metrics"]
     if metrics:
         agree = sum(m["verdict"] == "agree" for m in metrics)
@@ -521,7 +560,8 @@ def write_report(cfg: Config, analysis: AnalysisResult, output_dir: Path, refere
         section_headline(analysis),
         section_axes(analysis),
         section_sequence(analysis), section_threads(analysis), section_roofline(analysis),
-        section_figures(output_dir), section_failures(analysis), section_verdicts(cfg, analysis),
+        section_figures(output_dir), section_failures(analysis), section_warmups(analysis),
+        section_verdicts(cfg, analysis),
         section_reference(analysis, Path(reference_dir)) if reference_dir is not None else None,
         section_verification(output_dir),
     ]

@@ -437,3 +437,20 @@ def test_invoke_analyze_into_a_read_only_results_directory_is_one_line(tmp_path)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stdout + done.stderr, done.stderr
     assert str(results) in lines[0] and "could not write" in lines[0] and "(fix: " in lines[0]
+
+
+def test_warmup_summary_on_the_recorded_h200_run():
+    """The committed H200 records (results/cuda_sm90-h200_2026-12-01/raw, one warm-up per model):
+    OLMoE's first measured experiment-1 run sits 35% above the rest of its prompt, an outlier, so its
+    warm-up is flagged; Qwen's sits within 2%."""
+    from moebench.analysis_frame import load_records, to_frame
+    from moebench.analysis_warmup import warmup_table
+
+    raw = Path(__file__).resolve().parent.parent / "results" / "cuda_sm90-h200_2026-12-01" / "raw"
+    table = warmup_table(to_frame(load_records(raw)[1]))
+    exp1 = table[table["experiment"] == "experiment_1_efficiency"].set_index("model_id")
+    olmoe, qwen = exp1.loc["olmoe-1b-7b-0924-instruct-q4km"], exp1.loc["qwen2.5-1.5b-instruct-q4km"]
+    assert olmoe["warmup_n"] == 1 and not olmoe["warmup_enough"] and olmoe["first_vs_rest"] > 0.3
+    assert "MADs" in olmoe["note"] and qwen["warmup_enough"] and abs(qwen["first_vs_rest"]) < 0.02
+    swept = table[(table["experiment"] == "experiment_2_sequence_length") & (table["n_predict"] == 1024)]
+    assert (swept["warmup_n"] == 0).all() and swept["warmup_gen_tokens_per_s"].isna().all()
