@@ -76,6 +76,18 @@ def test_harness_vs_llama_bench_on_a_study_prompt_with_llama_simple(harness_args
 
 
 @pytest.mark.slow
+def test_order_cost_quick(pinned_bin_dir, tiny_replica_paths, tmp_path):
+    run_benchmark("bench_order_cost.py", "--quick", "--results-dir", str(tmp_path))
+    body = json.loads((tmp_path / "order_cost.json").read_text())
+    assert set(body["runs"]) == {"fixed/cli", "fixed/server", "interleaved/cli", "interleaved/server"}
+    cli, server = body["summary"]["cli"], body["summary"]["server"]
+    assert cli["model_loads_fixed"] == cli["cells"] == 12   # a process, and a load, per cell
+    assert server["model_loads_fixed"] == 4                  # one server per model in the fixed order
+    assert all(4 <= n <= 8 for n in server["model_loads_interleaved"])  # 2 repetitions, models reshuffled
+    assert cli["wall_ratio_interleaved_over_fixed"] > 0
+
+
+@pytest.mark.slow
 def test_cli_vs_server_quick(harness_args, tmp_path):
     run_benchmark("bench_cli_vs_server.py", *harness_args)
     body = json.loads((tmp_path / "cli_vs_server.json").read_text())
