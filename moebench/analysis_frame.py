@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from moebench.errors import UserError
-from moebench.records import E2E_FIELDS, MEASUREMENT_FIELDS, RecordError, validate_record
+from moebench.records import E2E_FIELDS, MEASUREMENT_FIELDS, TOKEN_FIELDS, RecordError, validate_record
 
 GROUP_FIELDS = ("experiment", "device", "model_id", "model_source", "replica_scale", "runner_mode", "threads",
                 "n_predict")
@@ -37,7 +37,7 @@ HOST_COLUMNS = ("cpu_model", "physical_cores", "logical_cores", "ram_bytes", "os
 INTEGER_COLUMNS = ("repetition", "threads", "n_predict", "ctx_size", "batch_size", "ubatch_size", "n_gpu_layers",
                    "seed", "prompt_tokens", "gen_tokens", "peak_rss_bytes", "model_file_bytes", "failure_exit_code",
                    "failure_signal", "prov_host_physical_cores", "prov_host_logical_cores", "prov_host_ram_bytes",
-                   "source_line")
+                   "source_line", "order_seed", "order_position")
 FLOAT_COLUMNS = tuple(f for f in MEASUREMENT_FIELDS if f not in INTEGER_COLUMNS) + E2E_FIELDS + (
     "temperature", "prov_host_memory_bandwidth_gb_per_s")
 
@@ -115,6 +115,9 @@ def record_row(item: Loaded) -> dict[str, Any]:
     row.update({name: rec[name] for name in MEASUREMENT_FIELDS})
     # end-to-end rates: shown beside the study's, never used by a statistic (absent in older records)
     row.update({name: rec.get(name) for name in E2E_FIELDS})
+    row.update({name: rec.get(name) for name in TOKEN_FIELDS})  # token fingerprints (absent in older records)
+    order = rec.get("order") or {}
+    row.update({"order_mode": order.get("mode"), "order_seed": order.get("seed"), "order_position": order.get("position")})
     failure = rec["failure"] or {}
     row.update({f"failure_{name}": failure.get(name) for name in ("reason", "message", "exit_code", "signal")})
     prov = rec["provenance"]

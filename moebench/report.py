@@ -72,7 +72,22 @@ def section_what(analysis: AnalysisResult) -> str:
         "(`prefill_tokens_per_s`, `gen_tokens_per_s`, from llama-cli's perf footer); the end-to-end rates a "
         "llama-server client sees (`e2e_*`, with sampling and serving) are in benchmark_results.csv only."
         + _server_note(analysis.records),
+        _order_note(analysis.records),
     ])
+
+
+def _order_note(records: list) -> str:
+    """Each run's planned order (plan.py), from its records; records made before orders were recorded
+    ran model-major."""
+    def label(record: dict) -> str:
+        order = record.get("order") or {"mode": "fixed (not recorded)", "seed": None}
+        return order["mode"] + (f" (seed {order['seed']})" if order["seed"] is not None else "")
+
+    per_run = {i.record["run_id"]: label(i.record) for i in records}
+    counts = Counter(per_run.values())
+    return ("Order: " + "; ".join(f"{name}, {n} run(s)" for name, n in sorted(counts.items()))
+            + ". Interleaved: repetition-major, models in a seeded random order each repetition; fixed: "
+            "model-major, the study's schedule.")
 
 
 def _server_note(records: list) -> str:
