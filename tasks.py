@@ -69,8 +69,8 @@ def _seed(value: str | None) -> int | None:
 def build(c, device="cpu", pin=None, jobs=None):
     """Fetch the pinned llama.cpp (hash-verified) and build it deterministically; writes a build manifest
     and records in lock.yaml the source tree hash (and archive SHA-256) it still has null."""
-    from moebench import pins
-    from moebench.build import build as build_llama
+    from moebench.verify import record as pins
+    from moebench.pins.build import build as build_llama
 
     cfg = _config()
     pin = pin or cfg.device(device).default_pin
@@ -92,7 +92,7 @@ def verify(c, device="cpu", pin=None, models="present", verbose=False):
     """Re-hash sources, binaries and models against lock.yaml and the build manifest; one line per stage,
     the full table with --verbose or on any mismatch (then a non-zero exit)."""
     cfg = _config()
-    from moebench.verify import verify_and_report
+    from moebench.verify.hashes import verify_and_report
 
     if not verify_and_report(cfg, device, pin or cfg.device(device).default_pin, models, verbose=verbose):
         raise Exit(code=1)
@@ -107,7 +107,7 @@ def verify(c, device="cpu", pin=None, models="present", verbose=False):
 @user_errors_exit_2
 def lock(c, what=None, device="cpu", pin=None, scale="tiny"):
     """Record verified hashes into configs/lock.yaml: built binaries, hub model metadata or replica hashes."""
-    from moebench.pins import lock_from_measurements
+    from moebench.verify.record import lock_from_measurements
 
     cfg = _config()
     for line in lock_from_measurements(cfg, what or "binaries", device, pin or cfg.device(device).default_pin, scale):
@@ -153,7 +153,7 @@ def replica(c, scale="tiny", models=None, pin="offline", device="cpu"):
 def tokens(c, models="replica", scale="tiny", pin="offline", device="cpu", output=None):
     """Count every prompt's tokens per model through the pinned llama-server and check each tokenizer's
     test vectors; exits 1 if a prompt does not fit the context or a vector mismatches."""
-    from moebench.prompt_tokens import count_prompt_tokens, problems, render_table
+    from moebench.run.prompt_tokens import count_prompt_tokens, problems, render_table
 
     table = count_prompt_tokens(_config(), source=models, scale=scale, pin=pin, device=device,
                                 output=Path(output) if output else None)
@@ -192,7 +192,7 @@ def run(c, device="cpu", experiment="experiment_1_efficiency", smoke=False, only
         threads_override=None, resume=False, output=None, models="replica", scale="tiny", pin=None,
         allow_unverified=False, in_image=False, order="interleaved", order_seed=None):
     """Run an experiment matrix through the pinned llama.cpp; one validated JSONL record per cell."""
-    from moebench.run import default_output_path, run_experiment
+    from moebench.run.experiment import default_output_path, run_experiment
 
     cfg = _config()
     out = Path(output) if output else default_output_path(device, experiment)
@@ -220,7 +220,7 @@ def run(c, device="cpu", experiment="experiment_1_efficiency", smoke=False, only
 @user_errors_exit_2
 def analyze(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
     """JSONL records -> results/benchmark_results.csv and results/summary_tables/*.csv."""
-    from moebench.analyze import analyze as analyze_records
+    from moebench.analysis.tables import analyze as analyze_records
 
     result = analyze_records(_config(), Path(raw_dir), Path(output_dir), allow_mixed=allow_mixed)
     print(result.describe())
@@ -243,7 +243,7 @@ def report(c, raw_dir="data/raw", output_dir="results", allow_mixed=False):
 @user_errors_exit_2
 def figures(c, output_dir="results"):
     """Render PNG figures (results/figures) and publication PDFs (results/figures_pub)."""
-    from moebench.figures import render_figures
+    from moebench.analysis.figures import render_figures
 
     out = Path(output_dir)
     for path in render_figures(out / "summary_tables", out / "figures", out / "figures_pub"):
@@ -315,7 +315,7 @@ def image_build(c, image="cpu", no_load=False, resolve=False):
 def image_lock(c, image="cpu"):
     """Record the last successful build of an image (ID, layers, base digest, packages, recipe hash) in lock.yaml."""
     from moebench.images.builder import loaded_result
-    from moebench.lockfile import record_image
+    from moebench.pins.lockfile import record_image
 
     result = loaded_result(image)
     path = record_image(image, result.lock_entry())
@@ -356,7 +356,7 @@ def fleet_reproduce(c, hosts=None, fleet_file=None, smoke=False, pin=None, model
                     raw_dir="data/raw", output_dir="results", allow_mixed=False):
     """On every fleet host at once over SSH: sync the kit at this commit, bootstrap, reproduce; fetch the
     records into <raw-dir>/<host>/ and analyze them together. A failing host is reported (exit 1), the others finish."""
-    from moebench.fleet import reproduce_fleet
+    from moebench.fleet.reproduce import reproduce_fleet
 
     cfg = _config()
     run = reproduce_fleet(cfg, _fleet(cfg, fleet_file), _csv(hosts), smoke=smoke, pin=pin, models=models,
@@ -371,7 +371,7 @@ def fleet_reproduce(c, hosts=None, fleet_file=None, smoke=False, pin=None, model
 @user_errors_exit_2
 def fleet_status(c, hosts=None, fleet_file=None):
     """Each fleet host: reachable?, the kit's commit there, its venv, its last reproduction (exit 1 if one is unreachable)."""
-    from moebench.fleet_inspect import fleet_status as status
+    from moebench.fleet.inspect import fleet_status as status
 
     cfg = _config()
     rows = status(_fleet(cfg, fleet_file), _csv(hosts), fleet_file=fleet_file)
@@ -383,7 +383,7 @@ def fleet_status(c, hosts=None, fleet_file=None):
 @user_errors_exit_2
 def fleet_verify(c, hosts=None, fleet_file=None, pin=None):
     """Each host's binaries, re-hashed there, against lock.yaml's pin for its toolchain: one table, host x binary."""
-    from moebench.fleet_inspect import fleet_verify as verify_hosts
+    from moebench.fleet.inspect import fleet_verify as verify_hosts
 
     cfg = _config()
     if not verify_hosts(cfg, _fleet(cfg, fleet_file), _csv(hosts), pin=pin, fleet_file=fleet_file):
@@ -394,7 +394,7 @@ def fleet_verify(c, hosts=None, fleet_file=None, pin=None):
 @user_errors_exit_2
 def nix_pins(c):
     """Write nix/pins.json (the flake's pins and cmake flags) from configs/lock.yaml and configs/devices.yaml."""
-    from moebench.nixpins import write_pins
+    from moebench.nix.pins import write_pins
 
     print(f"wrote {write_pins(_config())}")
 
@@ -403,7 +403,7 @@ def nix_pins(c):
 @user_errors_exit_2
 def nix_check(c):
     """Offline checks of the flake: it parses, nix/pins.json matches configs/, recipe.nix gives the kit's flags."""
-    from moebench.nixpins import check
+    from moebench.nix.pins import check
 
     for line in check(_config()):
         print(line, flush=True)
@@ -417,8 +417,8 @@ def nix_check(c):
 def nix_build(c, device="cpu", pin=None):
     """nix build .#llama-cpp-<device>, then put its binaries and a build manifest where `invoke build` would,
     for `invoke verify` and `invoke run`."""
-    from moebench.build import build_dir_for
-    from moebench.nixbuild import nix_build as build_with_nix
+    from moebench.pins.build import build_dir_for
+    from moebench.nix.build import nix_build as build_with_nix
 
     cfg = _config()
     manifest = build_with_nix(cfg, device, pin or cfg.device(device).default_pin)
@@ -439,7 +439,7 @@ def nix_build(c, device="cpu", pin=None):
 def attest(c, device="cpu", pin=None, key=None, output=None, sign_with="ed25519"):
     """Sign an in-toto Statement (SLSA provenance v1) of a build: its binaries' SHA-256s, the source archive
     and tree, the toolchain, the recipe fingerprint and the host; binaries are re-hashed first."""
-    from moebench.attest import attest as attest_build
+    from moebench.evidence.attest import attest as attest_build
 
     cfg = _config()
     path, statement, keyid = attest_build(cfg, device, pin or cfg.device(device).default_pin,
@@ -459,7 +459,7 @@ def attest(c, device="cpu", pin=None, key=None, output=None, sign_with="ed25519"
 def bundle(c, output="moebench-bundle.tar.gz", raw_dir="data/raw", results_dir="results"):
     """One reproducible tarball of this lab's evidence: lock.yaml, build manifests and attestations, data/raw,
     results/, HARDWARE.md and a MANIFEST of SHA-256s; the same inputs give the same bytes."""
-    from moebench.bundle import make_bundle
+    from moebench.evidence.bundle import make_bundle
 
     path, digest, members, notes = make_bundle(_config(), Path(output), Path(raw_dir), Path(results_dir))
     for note in notes:
@@ -482,8 +482,8 @@ def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None):
     bundles, each headline metric's intervals and B/A ratio; exit 0 all match, 1 something differs, 2 bad input."""
     import json
 
-    from moebench.compare import compare as compare_sides, render, write_verification
-    from moebench.report import add_verification_section
+    from moebench.evidence.compare import compare as compare_sides, render, write_verification
+    from moebench.analysis.report import add_verification_section
 
     result = compare_sides(Path(a), Path(b), tuple(Path(p) for p in _csv(trusted_keys)))
     print(render(result))

@@ -1,4 +1,4 @@
-"""Shared by the harness benchmarks: cells run straight through moebench.engines and monitors."""
+"""Shared by the harness benchmarks: cells run straight through moebench.run.engines and monitors."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moebench import engines
+from moebench.run import engines
 from moebench.hashing import sha256_file
-from moebench.monitors import create_monitors
-from moebench.plan import Cell, Knobs, cell_key
+from moebench.run.monitors import create_monitors
+from moebench.run.plan import Cell, Knobs, cell_key
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = ("Explain, step by step, how a compiler turns source code into machine code, and why an "

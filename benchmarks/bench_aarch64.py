@@ -40,7 +40,7 @@ from moebench.images import engine
 from moebench.images.archive import KIT_MOUNT
 from moebench.images.builder import build_image, lock_comparison
 from moebench.images.launch import MODELS_MOUNT, WORK_MOUNT, container_environment, run_container
-from moebench.source import fetch_source
+from moebench.pins.source import fetch_source
 
 IMAGE = "cpu-arm64"
 # where each binary build's work directory is mounted in the container: different paths and depths

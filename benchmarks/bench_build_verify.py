@@ -26,7 +26,7 @@ from pathlib import Path
 from _common import add_quick_and_results_dir, stats
 
 from moebench import paths
-from moebench.build import build, build_dir_for, load_manifest, toolchain
+from moebench.pins.build import build, build_dir_for, load_manifest, toolchain
 from moebench.config import load_config
 from moebench.hashing import HASH_WORKERS, sha256_file, sha256_files
 

@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
 
 def build_step(a: argparse.Namespace) -> None:
     from moebench import paths
-    from moebench.build import build, build_dir_for
+    from moebench.pins.build import build, build_dir_for
     from moebench.config import load_config
     from moebench.hashing import sha256_files
 

@@ -40,11 +40,11 @@ from pathlib import Path
 
 from _common import PROMPT, args, cell, knobs, rates, stats, write
 
-from moebench import engines, parse
+from moebench.run import engines, parse
 from moebench.config import load_config
 from moebench.hashing import sha256_file
-from moebench.monitors import create_monitors
-from moebench.plan import Knobs
+from moebench.run.monitors import create_monitors
+from moebench.run.plan import Knobs
 
 GRAPHS_OFF = {"GGML_CUDA_DISABLE_GRAPHS": "1"}
 ORDER_SEED = 20261203

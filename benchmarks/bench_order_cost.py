@@ -1,5 +1,5 @@
 """What does the interleaved order cost against the fixed one? The smoke matrix of experiment 1 (all
-four models) through `moebench.run.run_experiment`, as `invoke run` runs it, in both orders and with
+four models) through `moebench.run.experiment.run_experiment`, as `invoke run` runs it, in both orders and with
 both runners, the four combinations in a shuffled order per repetition (seeded), on this host.
 
 Model loads: llama-cli loads the model in every cell whatever the order; llama-server loads it once
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from _common import add_quick_and_results_dir
 
-from moebench import plan as planning
+from moebench.run import plan as planning
 from moebench.config import load_config
-from moebench.records import read_records
-from moebench.run import run_experiment
+from moebench.run.records import read_records
+from moebench.run.experiment import run_experiment
 
 EXPERIMENT = "experiment_1_efficiency"
 ORDER_SEED = 20261203
@@ -47,7 +47,7 @@ def one_run(cfg, a, order: str, runner: str, seed: int, work: Path) -> dict:
     failed = [r["cell_key"] for r in records if r["status"] != "ok"]
     if failed:
         raise RuntimeError(f"{order}/{runner}: failed cells {failed}")
-    the_plan = planning.expand(cfg, "cpu", EXPERIMENT, smoke=True, threads_override=a.threads, order=order,
+    the_plan = planning.expand(cfg, cfg.device("cpu"), EXPERIMENT, smoke=True, threads_override=a.threads, order=order,
                                seed=seed if order == "interleaved" else None)
     return {"wall_s": wall, "records_wall_s": sum(r["wall_ms"] for r in records) / 1000, "cells": len(records),
             "model_loads": len(records) if runner == "cli" else server_starts(the_plan)}

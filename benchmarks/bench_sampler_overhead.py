@@ -9,8 +9,8 @@ from pathlib import Path
 
 from _common import PROMPT, args, cell, knobs, rates, stats, write
 
-from moebench import engines
-from moebench.monitors import create_monitors
+from moebench.run import engines
+from moebench.run.monitors import create_monitors
 
 
 def main() -> None:

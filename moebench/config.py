@@ -246,6 +246,8 @@ class Bandwidth(Strict):
 
 
 class Device(Strict):
+    name: str = Field("", description="its key in devices.yaml, filled in on load: a stage resolves a profile "
+                                      "once and passes the object down, which still knows what it is called")
     description: str
     backend: Literal["cpu", "cuda", "metal"]
     default_pin: str
@@ -284,6 +286,14 @@ class Device(Strict):
 class Devices(Strict):
     schema_version: int
     devices: dict[str, Device]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("devices"), dict):
+            data = {**data, "devices": {key: {**value, "name": key} if isinstance(value, dict) else value
+                                        for key, value in data["devices"].items()}}
+        return data
 
 
 # --- experiments.yaml -----------------------------------------------------------------------

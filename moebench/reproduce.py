@@ -18,7 +18,7 @@ from pathlib import Path
 from moebench.config import Config, load_config
 from moebench.errors import IntegrityError, OutputWriteError, describe_os_error, is_write_error
 from moebench.files import write_atomic
-from moebench.run import output_path, run_experiment, utc_stamp
+from moebench.run.experiment import output_path, run_experiment, utc_stamp
 
 
 @dataclass
@@ -84,11 +84,11 @@ def _write_state(state_file: Path, outputs: dict[str, Path], complete: bool) -> 
 
 def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source: str | None,
               replica_scale: str, raw_dir: Path, output_dir: Path) -> StageTimes:
-    from moebench import pins
-    from moebench.build import build
+    from moebench.verify import record as pins
+    from moebench.pins.build import build
     from moebench.models.download import download_models
     from moebench.models.replica import make_replicas
-    from moebench.verify import verify_and_report
+    from moebench.verify.hashes import verify_and_report
 
     dev = cfg.device(device)
     source = models_source or ("replica" if dev.backend == "cpu" else "real")
@@ -134,9 +134,9 @@ def report_records(cfg: Config, raw_dir: Path, output_dir: Path, *, allow_mixed:
                    stages: StageTimes | None = None) -> StageTimes:
     """The last three stages of a reproduction, on records made here or brought from another host:
     analyze -> figures -> REPORT.md, each timed."""
-    from moebench.analyze import analyze
-    from moebench.figures import render_figures
-    from moebench.report import write_report
+    from moebench.analysis.tables import analyze
+    from moebench.analysis.figures import render_figures
+    from moebench.analysis.report import write_report
 
     stages = stages or StageTimes()
     analysis = stages.timed("analyze", analyze, cfg, raw_dir, output_dir, allow_mixed)

@@ -1,6 +1,6 @@
 # One llama.cpp build by the kit's recipe: a device of nix/pins.json at one of its pins.
 # The layout is the kit's (<buildDir>/src, <buildDir>/cmake, <buildDir>/tools/git); the flags come from
-# recipe.nix, which `invoke nix.check` proves equal to moebench/build.py's. $out/bin holds the binaries,
+# recipe.nix, which `invoke nix.check` proves equal to moebench/pins/build.py's. $out/bin holds the binaries,
 # $out/share/moebench/build-info.json what `invoke nix.build` needs for the kit's build manifest.
 { lib, stdenv, fetchurl, git, jq, cmake, writeText, darwin, cudaPackages, autoAddDriverRunpath
 , pins, device, pin, nixpkgsRev, kitRoot }:

@@ -1,4 +1,4 @@
-# The kit's build recipe (moebench/build.py `recipe`) as a pure function: no nixpkgs, so Debian's
+# The kit's build recipe (moebench/pins/build.py `recipe`) as a pure function: no nixpkgs, so Debian's
 # nix-instantiate evaluates it offline and `invoke nix.check` compares it with the Python one.
 #   pins:          nix/pins.json, parsed
 #   device, pin:   names in pins.devices and pins.pins

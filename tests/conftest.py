@@ -6,6 +6,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +14,12 @@ from pathlib import Path
 import pytest
 
 from moebench.config import CONFIG_DIR, REPO_ROOT
+
+# Tests mirror moebench/'s stages, one folder each; a stage's tests import helpers of another's by
+# module name (test_analyze's records, test_attest's fake builds), so every folder is importable.
+for _stage in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and p.name != "fixtures"):
+    if str(_stage) not in sys.path:
+        sys.path.append(str(_stage))
 
 
 # The image builds: mostly one core each (mmdebstrap, dpkg under qemu-user, the engine's builder) and
@@ -118,7 +125,7 @@ def b4404_git_config(b4404_mirror, tmp_path_factory) -> Path:
 def pinned_bin_dir() -> Path:
     """bin/ of the kit's own cpu build of the offline pin: built on first use (minutes on 2 cores),
     then a content-checked no-op, so every slow test and `invoke reproduce` share one build."""
-    from moebench.build import build, build_dir_for
+    from moebench.pins.build import build, build_dir_for
     from moebench.config import load_config
 
     build(load_config(), "cpu", "offline", progress=False)
@@ -129,7 +136,7 @@ def pinned_bin_dir() -> Path:
 def second_cpu_build(pinned_bin_dir, tmp_path_factory) -> tuple[Path, dict]:
     """(work root, manifest) of the same pin built again from clean state in another absolute directory:
     one full build (minutes on 2 cores), shared by every test that compares two builds."""
-    from moebench.build import build
+    from moebench.pins.build import build
     from moebench.config import load_config
 
     work_root = tmp_path_factory.mktemp("elsewhere") / "a" / "deeper" / "work-root"
@@ -148,8 +155,8 @@ def tiny_replica_paths(pinned_bin_dir) -> dict[str, Path]:
 @pytest.fixture
 def kit(tmp_path, pinned_bin_dir, tiny_replica_paths):
     """(config dir, bin dir, model) for the runner's fault tests: a copied config over the kit's own
-    build and tiny replica, with run.py checked to resolve exactly those (runner_support)."""
-    from moebench import engines
+    build and tiny replica, with run/experiment.py checked to resolve exactly those (runner_support)."""
+    from moebench.run import engines
     from runner_support import MODEL, config_dir, expect_kit_resolution
 
     cfg_dir = config_dir(tmp_path)

@@ -1,10 +1,10 @@
 """Shared by the runner tests: a copied config and smoke runs through the kit's own pinned build.
 
 Binaries come from the build manifest of the cpu build of the offline pin and models from the
-kit's tiny replicas, resolved by run.py itself (`resolve_binary`, `resolve_model_path`) after a
+kit's tiny replicas, resolved by run/experiment.py itself (`resolve_binary`, `resolve_model_path`) after a
 real `invoke verify` (`check_verified`), so every provenance field of a test record is filled the
 way a user's run fills it. The session fixtures `pinned_bin_dir` and `tiny_replica_paths`
-(tests/conftest.py) build or reuse both; `expect_kit_resolution` checks that run.py resolves to
+(tests/conftest.py) build or reuse both; `expect_kit_resolution` checks that run/experiment.py resolves to
 exactly what they produced. Only a test that deliberately swaps the model (a truncated GGUF)
 replaces `resolve_model_path` (`swap_model`).
 """
@@ -60,15 +60,15 @@ def write_experiment_overrides(cfg_dir: Path, **smoke: Any) -> None:
 
 
 def kit_resolution_problem(cfg_dir: Path, mode: str, bin_dir: Path, model: Path) -> str | None:
-    """Why run.py would not run `bin_dir`'s binary on `model`, or None when it resolves to them."""
-    from moebench import engines, run
+    """Why run/experiment.py would not run `bin_dir`'s binary on `model`, or None when it resolves to them."""
+    from moebench.run import engines, experiment as run
 
     binary = run.resolve_binary(DEVICE, PIN, engines.BINARY_FOR_MODE[mode])[0]
     if binary.resolve().parent != Path(bin_dir).resolve():
-        return f"run.py resolves {binary}, the pinned build is in {bin_dir}"
+        return f"run/experiment.py resolves {binary}, the pinned build is in {bin_dir}"
     resolved = run.resolve_model_path(load_config(cfg_dir), MODEL, "replica", "tiny")
     if resolved.resolve() != Path(model).resolve():
-        return f"run.py resolves {resolved}, the tiny replica is {model}"
+        return f"run/experiment.py resolves {resolved}, the tiny replica is {model}"
     return None
 
 
@@ -79,7 +79,7 @@ def expect_kit_resolution(cfg_dir: Path, mode: str, bin_dir: Path, model: Path) 
 
 def swap_model(monkeypatch, model: Path) -> None:
     """Run `model` instead of the replica (a deliberately broken file); binaries stay the kit's."""
-    from moebench import run
+    from moebench.run import experiment as run
 
     monkeypatch.setattr(run, "resolve_model_path", lambda cfg, model_id, source, scale: model)
 
@@ -87,7 +87,7 @@ def swap_model(monkeypatch, model: Path) -> None:
 def run_smoke(cfg_dir: Path, output: Path, mode: str, resume: bool = False, model: str | list[str] = MODEL,
               order: str = "interleaved", order_seed: int | None = None, allow_unverified: bool = False):
     """The smoke matrix of `model` (or models) through run_experiment, verified unless told."""
-    from moebench import run
+    from moebench.run import experiment as run
 
     return run.run_experiment(load_config(cfg_dir), DEVICE, EXPERIMENT, output, smoke=True,
                               only_models=[model] if isinstance(model, str) else model,
@@ -111,7 +111,7 @@ def assert_kit_provenance(record: dict[str, Any], bin_dir: Path) -> None:
 
 def main(argv: list[str]) -> int:
     """`runner_support.py CFG_DIR OUTPUT MODE new|resume BIN_DIR MODEL`: one smoke run in this
-    process (the SIGINT and lock tests drive it as a subprocess). Exits 3 when run.py would not run
+    process (the SIGINT and lock tests drive it as a subprocess). Exits 3 when run/experiment.py would not run
     the given pinned build and replica, 2 on a user error, 130 when interrupted.
     MOEBENCH_TEST_CLOCK_JUMP_S=N steps the wall clock N seconds back after the first record's start."""
     from moebench.errors import UserError
@@ -139,7 +139,7 @@ def step_wall_clock_back(seconds: float) -> None:
     import time
     from datetime import datetime, timedelta, timezone
 
-    from moebench import engines, provenance
+    from moebench.run import engines, provenance
 
     jumped = [False]
     real_time = time.time

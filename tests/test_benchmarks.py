@@ -109,7 +109,7 @@ def test_build_verify_quick(pinned_bin_dir, tiny_replica_paths, tmp_path):
     run_benchmark("bench_build_verify.py", "--quick", "--results-dir", str(tmp_path))
     body = json.loads((tmp_path / "build_verify.json").read_text())
     assert body["meta"]["quick"] and body["noop_rebuild"]["n"] == 1
-    assert body["fresh_build"] is None  # a fresh build in another directory: tests/test_build.py
+    assert body["fresh_build"] is None  # a fresh build in another directory: tests/pins/test_build.py
     hashers = body["verify_throughput"]["hashers"]
     assert set(hashers) == {"hashlib_threads", "hashlib_one_by_one", "coreutils_sha256sum"}
     assert all(entry["gb_per_s"] > 0 for entry in hashers.values())

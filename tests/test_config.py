@@ -104,15 +104,15 @@ def test_task_exits_2_with_one_line_on_bad_config(tmp_path):
 
 
 def test_a_patched_device_refuses_a_pin_it_has_no_patch_for(config_copy):
-    from moebench.build import _patch_of
+    from moebench.pins.build import _patch_of
 
     edit(config_copy / "devices.yaml", "      paper: scripts/patches/router_overhead_b4404.patch\n    env: "
                                        "{LLAMA_ROUTER_OVERHEAD: \"1\"}\n  cuda_patched:",
          "    env: {LLAMA_ROUTER_OVERHEAD: \"1\"}\n  cuda_patched:")
     cfg = load_config(config_copy)
-    assert _patch_of(cfg, "cpu_patched", "offline")[0].name == "router_overhead.patch"
-    assert _patch_of(cfg, "cpu", "paper") == (None, None)
+    assert _patch_of(cfg, cfg.device("cpu_patched"), "offline")[0].name == "router_overhead.patch"
+    assert _patch_of(cfg, cfg.device("cpu"), "paper") == (None, None)
     with pytest.raises(ConfigError) as caught:
-        _patch_of(cfg, "cpu_patched", "paper")
+        _patch_of(cfg, cfg.device("cpu_patched"), "paper")
     assert "cpu_patched has no router-overhead patch for pin 'paper'" in caught.value.one_line()
     assert "build it at offline" in caught.value.one_line()

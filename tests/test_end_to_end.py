@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from moebench.config import REPO_ROOT, load_config
-from moebench.records import read_records, validate_record
+from moebench.run.records import read_records, validate_record
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,7 @@ def test_a_second_reproduce_resumes_and_records_nothing_twice(reproduction):
 def patched_build(request, pinned_bin_dir, tiny_replica_paths):
     """The cpu_patched build at each pin, with that pin's patch (the paper pin's source from the b4404
     mirror through insteadOf): built on first use, then a content-checked no-op."""
-    from moebench.build import build
+    from moebench.pins.build import build
 
     with pytest.MonkeyPatch.context() as env:
         if request.param == "paper":

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from moebench import paths
-from moebench.build import SOURCE_DATE_EPOCH
+from moebench.pins.build import SOURCE_DATE_EPOCH
 from moebench.config import REPO_ROOT, Config, ImagePin
 from moebench.errors import ConfigError, IntegrityError, UserError
 from moebench.hashing import sha256_file

@@ -28,7 +28,7 @@ from moebench.images.archive import KIT_MOUNT
 from moebench.images.builder import build_image
 from moebench.images.identity import pinned_id, refuse_unless_pinned
 from moebench.models.tokenizer_source import fetch_packages
-from moebench.source import fetch_source
+from moebench.pins.source import fetch_source
 
 WORK_MOUNT = "/moebench-work"
 MODELS_MOUNT = "/moebench-models"

@@ -17,7 +17,7 @@ from moebench.errors import UserError
 
 
 def pinned_gguf_py_dir(cfg: Config, pin: str) -> Path:
-    from moebench.source import fetch_source
+    from moebench.pins.source import fetch_source
 
     return Path(fetch_source(cfg, pin).gguf_py)
 
@@ -55,6 +55,6 @@ def _is_under(module: ModuleType, root: Path) -> bool:
 
 def quantize_binary(device: str, pin: str) -> Path:
     """The pinned build's llama-quantize for `device` (built by `invoke build`)."""
-    from moebench.build import binary_path
+    from moebench.pins.build import binary_path
 
     return Path(binary_path(device, pin, "llama-quantize"))

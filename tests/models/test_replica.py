@@ -24,7 +24,7 @@ DEVICE = "cpu"
 @pytest.fixture(scope="module")
 def tools(module_cfg):
     """The pinned gguf-py and the pinned build's binaries (built first if this checkout has none)."""
-    from moebench.build import binary_path, build
+    from moebench.pins.build import binary_path, build
 
     try:
         binary_path(DEVICE, PIN, "llama-quantize")
@@ -128,7 +128,7 @@ def test_runs_in_llama_bench(tools, tiny, model_id, module_cfg):
 
 @pytest.fixture(scope="module")
 def server(module_cfg, tools) -> Path:
-    from moebench.build import binary_path
+    from moebench.pins.build import binary_path
 
     return Path(binary_path(DEVICE, PIN, "llama-server"))
 
@@ -137,8 +137,8 @@ def test_tokenizers_give_llama_cpps_test_vectors_exactly_and_every_prompt_fits(m
     """Every model's replica, through the pinned llama-server, turns each test input into exactly the
     recorded ids (llama.cpp's own vectors, or for Gemma those of Hugging Face tokenizers), and every
     prompt of the study leaves room for the largest n_predict in the 4,096 context."""
-    from moebench.prompt_tokens import problems, prompt_token_table, vector_files
-    from moebench.source import fetch_source
+    from moebench.run.prompt_tokens import problems, prompt_token_table, vector_files
+    from moebench.pins.source import fetch_source
 
     files = vector_files(module_cfg, fetch_source(module_cfg, PIN, progress=False).path)
     assert set(files) == set(MODELS)
@@ -158,8 +158,8 @@ def test_tokenizers_give_llama_cpps_test_vectors_exactly_and_every_prompt_fits(m
 def test_the_checks_fail_for_another_tokenizer_and_a_smaller_context(module_cfg, tiny, server):
     """Llama's replica against Qwen's vectors mismatches; with a 1,536-token context the long prompts no
     longer fit: both are named by `problems`."""
-    from moebench.prompt_tokens import problems, prompt_token_table
-    from moebench.source import fetch_source
+    from moebench.run.prompt_tokens import problems, prompt_token_table
+    from moebench.pins.source import fetch_source
 
     llama = "llama-3.2-1b-instruct-q4km"
     qwen_vectors = fetch_source(module_cfg, PIN, progress=False).path / "models" / "ggml-vocab-qwen2.gguf"
