@@ -86,11 +86,21 @@ def build(c, device="cpu", pin=None, jobs=None):
     "pin": "llama.cpp pin (default: the device's default_pin)",
     "models": "also hash model files: replica-tiny, replica-full, real or none (default: every one present)",
     "verbose": "print the full table of checks (file, status, both hashes) even when every check passes",
+    "bundle": "check this bundle's evidence chain (record -> binary -> build manifest -> tree hash and commit)",
 })
 @user_errors_exit_2
-def verify(c, device="cpu", pin=None, models="present", verbose=False):
+def verify(c, device="cpu", pin=None, models="present", verbose=False, bundle=None):
     """Re-hash sources, binaries and models against lock.yaml and the build manifest; one line per stage,
-    the full table with --verbose or on any mismatch (then a non-zero exit)."""
+    the full table with --verbose or on any mismatch (then a non-zero exit). With --bundle, check that
+    bundle's own evidence chain instead: every record's binary to a bundled manifest of its device and pin."""
+    if bundle:
+        from moebench.evidence.bundle import check_chain, read_bundle
+
+        checked = check_chain(read_bundle(Path(bundle)))
+        print("\n".join(checked.lines()))
+        if checked.breaks or checked.unbacked:
+            raise Exit(code=1)
+        return
     cfg = _config()
     from moebench.verify.hashes import verify_and_report
 
@@ -452,16 +462,23 @@ def attest(c, device="cpu", pin=None, key=None, output=None, sign_with="ed25519"
 
 @task(help={
     "output": "the tarball to write (a .sha256 sidecar goes beside it)",
-    "raw_dir": "the records to include",
+    "raw_dir": "the records to include (manifests fleet runs brought back beside them are found there too)",
     "results_dir": "the tables, figures and REPORT.md to include",
+    "manifests": "comma-separated folders of build manifests brought from the machines that ran the records",
+    "allow_unbacked": "bundle records whose binary no manifest lists, marked in UNBACKED.txt (compare and verify "
+                      "then name them), instead of refusing",
 })
 @user_errors_exit_2
-def bundle(c, output="moebench-bundle.tar.gz", raw_dir="data/raw", results_dir="results"):
-    """One reproducible tarball of this lab's evidence: lock.yaml, build manifests and attestations, data/raw,
-    results/, HARDWARE.md and a MANIFEST of SHA-256s; the same inputs give the same bytes."""
+def bundle(c, output="moebench-bundle.tar.gz", raw_dir="data/raw", results_dir="results", manifests=None,
+           allow_unbacked=False):
+    """One reproducible tarball of this lab's evidence: lock.yaml, the build manifests and attestations of the
+    binaries its records name, data/raw, results/, HARDWARE.md and a MANIFEST of SHA-256s; the same inputs give
+    the same bytes."""
     from moebench.evidence.bundle import make_bundle
 
-    path, digest, members, notes = make_bundle(_config(), Path(output), Path(raw_dir), Path(results_dir))
+    path, digest, members, notes = make_bundle(_config(), Path(output), Path(raw_dir), Path(results_dir),
+                                               manifest_dirs=tuple(Path(p) for p in _csv(manifests)),
+                                               allow_unbacked=allow_unbacked)
     for note in notes:
         print(f"note: {note}")
     print(f"{digest}  {path} ({members} members)")

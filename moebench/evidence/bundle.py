@@ -1,9 +1,14 @@
 """`invoke bundle`: one reproducible tarball of a lab's evidence, and reading one back, checked.
 
 Members, all under `moebench-bundle/`: `lock.yaml`; `builds/<build>/manifest.json` and the build's
-`attestation.intoto.json` (every build of the work directory); `data/raw/...` (the records);
-`results/...` (tables, figures, REPORT.md); `HARDWARE.md`; and `MANIFEST`, one `sha256  name` line per
-other member. The binaries themselves stay out: their SHA-256s are in the manifests and attestations.
+`attestation.intoto.json` where it has one: the builds of exactly the binaries the records name
+(chain.py: found by SHA-256 among the local builds, the manifests fleet runs bring back beside their
+records and the folders given with `manifest_dirs`; builds no record used stay out); `data/raw/...`
+(the records); `results/...` (tables, figures, REPORT.md); `HARDWARE.md`; `UNBACKED.txt` only when
+told to bundle records whose binary no manifest lists (one line per binary); and `MANIFEST`, one
+`sha256  name` line per other member. The binaries themselves stay out: their SHA-256s are in the
+manifests and attestations. Without that permission a record whose binary has no manifest stops the
+bundle (exit 2), naming the binary and the records.
 
 Reproducible: members sorted by name, regular files only (no directory entries), mtime
 SOURCE_DATE_EPOCH (315532800), uid/gid 0 with empty owner names, mode 0644 (0755 when the file is
@@ -28,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from moebench import paths
+from moebench.evidence import chain
 from moebench.evidence.attest import ATTESTATION_NAME, read_attestation
 from moebench.pins.build import SOURCE_DATE_EPOCH
 from moebench.config import REPO_ROOT, Config
@@ -91,15 +97,38 @@ def _checked_attestation(build_dir: Path, manifest_bytes: bytes) -> Path | None:
     return path
 
 
+UNBACKED_NAME = "UNBACKED.txt"
+
+
+def _records(raw_dir: Path) -> list[tuple[dict[str, Any], str]]:
+    from moebench.analysis.frame import load_records
+
+    if not any(Path(raw_dir).rglob("*.jsonl")):
+        return []
+    return [(item.record, item.origin) for item in load_records(Path(raw_dir))[1]]
+
+
 def collect(cfg: Config, raw_dir: Path, results_dir: Path, work_dir: Path | None = None,
-            hardware: Path | None = None) -> tuple[dict[str, Path], list[str]]:
-    """(member name -> file, notes) of everything a bundle holds, MANIFEST aside."""
-    files: dict[str, Path] = {"lock.yaml": cfg.root / "lock.yaml"}
+            hardware: Path | None = None, manifest_dirs: tuple[Path, ...] = (),
+            allow_unbacked: bool = False) -> tuple[dict[str, Path | bytes], list[str]]:
+    """(member name -> file or bytes, notes) of everything a bundle holds, MANIFEST aside."""
+    files: dict[str, Path | bytes] = {"lock.yaml": cfg.root / "lock.yaml"}
     notes = []
-    for name, build_dir in _builds(Path(work_dir) if work_dir else paths.work_dir()).items():
-        manifest = build_dir / "manifest.json"
+    local = [build_dir / "manifest.json" for build_dir in _builds(Path(work_dir) if work_dir else paths.work_dir()).values()]
+    brought = [p for folder in (Path(raw_dir), *map(Path, manifest_dirs)) for p in Path(folder).rglob("*.json")]
+    back = chain.backing(_records(Path(raw_dir)), chain.read_manifests([*local, *brought]))
+    if back.unbacked and not allow_unbacked:
+        lines = back.unbacked_lines()
+        raise UserError(raw_dir, f"{len(lines)} binaries the records name have no build manifest here: {lines[0]}"
+                        + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""),
+                        "bring the manifests from the machine that ran them (invoke bundle --manifests DIR), or "
+                        "pass --allow-unbacked to bundle them marked as unbacked")
+    if back.unbacked:
+        files[UNBACKED_NAME] = "".join(f"{line}\n" for line in back.unbacked_lines()).encode()
+        notes.append(f"{len(back.unbacked)} binaries the records name have no build manifest: listed in {UNBACKED_NAME}")
+    for name, manifest in back.manifests.items():
         files[f"builds/{name}/manifest.json"] = manifest
-        attestation = _checked_attestation(build_dir, manifest.read_bytes())
+        attestation = _checked_attestation(manifest.parent, manifest.read_bytes())
         if attestation is None:
             notes.append(f"build {name} has no attestation (run: invoke attest for it)")
         else:
@@ -132,11 +161,12 @@ def _tar_info(name: str, size: int, executable: bool) -> tarfile.TarInfo:
     return info
 
 
-def write_bundle(files: dict[str, Path], output: Path) -> tuple[Path, str]:
+def write_bundle(files: dict[str, Path | bytes], output: Path) -> tuple[Path, str]:
     """Write the tarball and its `.sha256` sidecar; (path, sha256)."""
     output = Path(output)
-    contents = {name: path.read_bytes() for name, path in files.items()}
-    executable = {name for name, path in files.items() if path.stat().st_mode & stat.S_IXUSR}
+    contents = {name: path if isinstance(path, bytes) else path.read_bytes() for name, path in files.items()}
+    executable = {name for name, path in files.items()
+                  if not isinstance(path, bytes) and path.stat().st_mode & stat.S_IXUSR}
     contents[MANIFEST_NAME] = manifest_text(contents)
     raw = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
@@ -156,9 +186,10 @@ def sidecar_path(bundle: Path) -> Path:
 
 
 def make_bundle(cfg: Config, output: Path, raw_dir: Path, results_dir: Path, work_dir: Path | None = None,
-                hardware: Path | None = None) -> tuple[Path, str, int, list[str]]:
+                hardware: Path | None = None, manifest_dirs: tuple[Path, ...] = (),
+                allow_unbacked: bool = False) -> tuple[Path, str, int, list[str]]:
     """`invoke bundle`: (path, sha256, members, notes)."""
-    files, notes = collect(cfg, raw_dir, results_dir, work_dir, hardware)
+    files, notes = collect(cfg, raw_dir, results_dir, work_dir, hardware, manifest_dirs, allow_unbacked)
     path, digest = write_bundle(files, output)
     return path, digest, len(files) + 1, notes
 
@@ -233,8 +264,9 @@ def _check_manifest(path: Path, members: dict[str, bytes]) -> None:
                              "the bundle was altered after it was written; ask its lab for the original")
 
 
-def load_bundle_records(bundle: Bundle) -> list[dict[str, Any]]:
-    """The bundle's records, schema-validated like `invoke analyze` does (an error names the member)."""
+def bundle_records(bundle: Bundle) -> list[tuple[dict[str, Any], str]]:
+    """The bundle's records with where each sits (`data/raw/<file>:<line>`), schema-validated like
+    `invoke analyze` does (an error names the member)."""
     from moebench.analysis.frame import load_records
 
     if not bundle.under("data/raw"):
@@ -247,4 +279,39 @@ def load_bundle_records(bundle: Bundle) -> list[dict[str, Any]]:
             _, loaded = load_records(raw)
         except UserError as exc:
             raise UserError(f"{bundle.path}: {exc.where.replace(tmp + '/', '')}", exc.problem, exc.fix) from None
-    return [item.record for item in loaded]
+    return [(item.record, f"data/raw/{item.origin}") for item in loaded]
+
+
+def load_bundle_records(bundle: Bundle) -> list[dict[str, Any]]:
+    return [record for record, _ in bundle_records(bundle)]
+
+
+def bundle_manifests(bundle: Bundle) -> dict[str, dict[str, Any]]:
+    """builds/<folder>/manifest.json of the bundle, folder -> manifest."""
+    return {name.split("/", 1)[1].removesuffix("/manifest.json"): json.loads(data)
+            for name, data in sorted(bundle.under("builds").items()) if name.endswith("/manifest.json")}
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    records: int
+    builds: int
+    breaks: list[str]
+    unbacked: list[str]  # UNBACKED.txt's lines: records bundled without a manifest, on purpose
+
+    def lines(self) -> list[str]:
+        state = (f"ok, every record's binary is in a bundled manifest of its device and pin, with its tree hash "
+                 f"and commit" if not self.breaks else f"{len(self.breaks)} breaks")
+        out = [f"chain: {state} ({self.records} records, {self.builds} builds)"]
+        out += [f"  break: {line}" for line in self.breaks]
+        out += [f"  unbacked (bundled without a manifest): {line}" for line in self.unbacked]
+        return out
+
+
+def check_chain(bundle: Bundle) -> ChainCheck:
+    """Inside one bundle: every record's binary to a bundled manifest, and that manifest's tree hash
+    and commit to the record's (chain.breaks); records listed in UNBACKED.txt break it too, named so."""
+    records = bundle_records(bundle)
+    manifests = bundle_manifests(bundle)
+    unbacked = bundle.members.get(UNBACKED_NAME, b"").decode().splitlines()
+    return ChainCheck(len(records), len(manifests), chain.breaks(records, manifests), unbacked)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from moebench.evidence.attest import ATTESTATION_NAME, PAYLOAD_TYPE, key_id, open_envelope, read_attestation
-from moebench.evidence.bundle import Bundle, load_bundle_records, read_bundle
+from moebench.evidence.bundle import Bundle, ChainCheck, check_chain, load_bundle_records, read_bundle
 from moebench.errors import IntegrityError, UserError
 from moebench.files import write_atomic
 from moebench.hashing import sha256_files
@@ -64,6 +64,7 @@ class Side:
     records: list[dict[str, Any]] | None = None
     signers: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    chain: ChainCheck | None = None  # a bundle's own record -> binary -> manifest chain
 
     def add(self, artifact: Artifact) -> None:
         known = self.artifacts.get(artifact.name)
@@ -193,6 +194,7 @@ def _bundle_side(bundle: Bundle, trusted: frozenset[str]) -> Side:
             _check_attested(where, _statement_artifacts(side, statement, binaries=False, image=image), manifest)
             side.signers.add(signer)
     side.records = load_bundle_records(bundle)
+    side.chain = check_chain(bundle)
     _records_artifacts(side, side.records)
     return side
 
@@ -374,6 +376,13 @@ def _metric_result(cell: str, metric: str, values_a: list[float], values_b: list
                         (sb.geomean, sb.ci_low, sb.ci_high), overlap, ratio, verdict, note)
 
 
+# What made a cell's numbers, compared per cell: provenance key -> label. A difference is different work.
+BUILD_CHAIN = {"llama_cpp_commit": "llama.cpp commit", "source_tree_hash": "source tree hash",
+               "binary_sha256": "runner binary sha256", "image_digest": "image digest"}
+WORK_CONFIGS = ("prompts.yaml", "experiments.yaml")  # the configs that define the work (provenance.config_sha256)
+SHOWN = {"kit_commit": "kit commit"}  # shown beside a cell, never judged
+
+
 @dataclass(frozen=True)
 class WorkResult:
     cell: str  # the metric cell, with the prompt
@@ -382,10 +391,12 @@ class WorkResult:
     gen_tokens: str
     expected: str | None = None  # why a generated mismatch is to be expected, or None
     detail: str = ""
+    build: tuple[tuple[str, str, str], ...] = ()  # (what, A's values, B's values) of each differing chain field
+    shown: tuple[tuple[str, str, str], ...] = ()  # the same for facts shown, not judged
 
     @property
     def differs(self) -> bool:
-        return "different" == self.model or "mismatch" in (self.prompt_tokens, self.gen_tokens)
+        return "different" == self.model or "mismatch" in (self.prompt_tokens, self.gen_tokens) or bool(self.build)
 
 
 def _fingerprint(records: list[dict[str, Any]], name: str) -> tuple[set[str], int]:
@@ -438,8 +449,33 @@ def compare_work(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[WorkR
             f"model_sha256: A {sorted(str(m)[:12] for m in models[0])}, B {sorted(str(m)[:12] for m in models[1])}"
             if model == "different" else "", prompt_detail, gen_detail) if x)
         results.append(WorkResult(cell, model, prompt, gen,
-                                  _expected_divergence(ra, rb) if gen == "mismatch" else None, detail))
+                                  _expected_divergence(ra, rb) if gen == "mismatch" else None, detail,
+                                  _chain_differences(ra, rb, _chain_fields()), _chain_differences(ra, rb, SHOWN)))
     return results
+
+
+def _chain_fields() -> dict[str, str]:
+    return {**BUILD_CHAIN, **{f"config_sha256.{name}": name for name in WORK_CONFIGS}}
+
+
+def _chain_differences(a: list[dict[str, Any]], b: list[dict[str, Any]], fields: dict[str, str]
+                       ) -> tuple[tuple[str, str, str], ...]:
+    """(label, A's values, B's values) of each provenance field whose values differ between the sides."""
+    def values(records: list[dict[str, Any]], key: str) -> str:
+        found = set()
+        for r in records:
+            value: Any = r["provenance"]
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            found.add(str(value))
+        return ", ".join(sorted(found))
+
+    out = []
+    for key, label in fields.items():
+        va, vb = values(a, key), values(b, key)
+        if va != vb:
+            out.append((label, va, vb))
+    return tuple(out)
 
 
 # --- the comparison ----------------------------------------------------------------------------------
@@ -472,7 +508,13 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.different or self.different_work or self.disagreeing or not (self.artifacts or self.metrics) else 0
+        return 1 if (self.different or self.different_work or self.disagreeing or self.chain_breaks
+                     or not (self.artifacts or self.metrics)) else 0
+
+    @property
+    def chain_breaks(self) -> list[str]:
+        return [f"{label}: {line}" for label, side in (("A", self.a), ("B", self.b)) if side.chain
+                for line in side.chain.breaks + [f"unbacked {u}" for u in side.chain.unbacked]]
 
     def verdict(self) -> str:
         if not (self.artifacts or self.metrics):
@@ -485,6 +527,7 @@ class Comparison:
                        "generated tokens), none different" if self.work else "")
                     + (f"; {agreed} of {len(self.metrics)} metrics agree, none differ" if self.metrics else ""))
         return (f"DIFFERENT: {len(self.different)} of {len(self.artifacts)} artifacts differ"
+                + (f"; {len(self.chain_breaks)} breaks in a bundle's own evidence chain" if self.chain_breaks else "")
                 + (f"; different work in {len(self.different_work)} of {len(self.work)} cells" if self.work else "")
                 + (f"; {len(self.disagreeing)} of {len(self.metrics)} metrics differ" if self.metrics else ""))
 
@@ -505,7 +548,10 @@ class Comparison:
                              "ratio_high": m.ratio.high, "verdict": m.verdict, "note": m.note or m.ratio.note}
                             for m in self.metrics],
                 "work": [{"cell": w.cell, "model": w.model, "prompt_tokens": w.prompt_tokens,
-                          "gen_tokens": w.gen_tokens, "expected": w.expected, "detail": w.detail} for w in self.work],
+                          "gen_tokens": w.gen_tokens, "expected": w.expected, "detail": w.detail,
+                          "build": [list(x) for x in w.build], "shown": [list(x) for x in w.shown]}
+                         for w in self.work],
+                "chain": {label: side.chain.lines() for label, side in (("a", self.a), ("b", self.b)) if side.chain},
                 "work_counts": self.work_counts(),
                 "record_notes": self.record_notes}
 
@@ -564,6 +610,11 @@ def render(result: Comparison) -> str:
             lines.append(f"  {state:<10} {w.cell}: model {w.model}, prompt tokens {w.prompt_tokens}, generated "
                          f"{w.gen_tokens}" + (f" ({w.expected})" if w.expected else "")
                          + (f"; {w.detail}" if w.detail else ""))
+            lines += [f"    {what}: A {va} | B {vb}" for what, va, vb in w.build]
+            lines += [f"    (shown, not judged) {what}: A {va} | B {vb}" for what, va, vb in w.shown]
+    for label, side in (("A", result.a), ("B", result.b)):
+        if side.chain:
+            lines += [f"{label} {line}" if i == 0 else line for i, line in enumerate(side.chain.lines())]
     if result.metrics:
         lines += ["", "records: per cell and headline metric, each lab's geometric mean [95% interval, Student-t on log "
                       f"values]; B/A: {RATIO_METHOD}; a metric agrees when the two intervals overlap"]

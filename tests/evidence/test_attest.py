@@ -45,7 +45,8 @@ def write_fake_build(home: Path | None = None, seed: bytes = b"", device: str = 
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION, "device": device, "pin": pin, "commit": pinned.commit,
         "build_number": None, "source_channel": "pypi_sdist", "source_tree_hash": pinned.tree_hash,
-        "archive_sha256": pinned.sources.pypi_sdist.sha256, "patch": None, "patch_sha256": None,
+        "archive_sha256": pinned.sources.pypi_sdist.sha256 if pinned.sources.pypi_sdist else None,
+        "patch": None, "patch_sha256": None,
         "compiler": {"c": "/usr/bin/cc", "c_version": "cc 12.2.0", "cxx": "/usr/bin/c++", "cxx_version": "c++ 12.2.0"},
         "cmake": "/usr/bin/cmake", "cmake_version": "3.25.1",
         "cmake_flags": ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF"], "env": {},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -24,17 +25,28 @@ MEMBERS = {"lock.yaml", "HARDWARE.md", "MANIFEST", "builds/cpu-offline/manifest.
            "results/REPORT.md", "results/benchmark_results.csv", "results/figures/fig.png"}
 
 
+def made_by(record: dict, build_dir: Path) -> dict:
+    """`record` as the build in `build_dir` made it: its llama-cli, commit, tree hash and pin."""
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    record["provenance"].update(binary_name="llama-cli", binary_sha256=manifest["binaries"]["llama-cli"]["sha256"],
+                                llama_cpp_commit=manifest["commit"], source_tree_hash=manifest["source_tree_hash"],
+                                llama_cpp_pin=manifest["pin"])
+    return record
+
+
 class Evidence:
-    """A lab's work directory (an attested build), records, results and HARDWARE.md, all under tmp."""
+    """A lab's work directory (an attested build), records made by that build, results and HARDWARE.md,
+    all under tmp."""
 
     def __init__(self, root: Path, key: Path, gen: tuple[float, ...] = (10.0, 10.5, 9.8)):
         self.root = root
         self.home = root / "home"
-        write_fake_build(self.home)
+        self.build_dir = write_fake_build(self.home)
         attest(load_config(), "cpu", "offline", key, work_root=self.home)
         self.raw = root / "raw"
-        write_jsonl(self.raw, "run_a.jsonl", [make_record(gen_tps=v, rep=i) for i, v in enumerate(gen)])
-        write_jsonl(self.raw / "host1", "run_b.jsonl", [make_record(gen_tps=gen[0], rep=9)])
+        write_jsonl(self.raw, "run_a.jsonl", [made_by(make_record(gen_tps=v, rep=i), self.build_dir)
+                                              for i, v in enumerate(gen)])
+        write_jsonl(self.raw / "host1", "run_b.jsonl", [made_by(make_record(gen_tps=gen[0], rep=9), self.build_dir)])
         (self.raw / "run_a.jsonl.lock").write_text("123\n")
         self.results = root / "results"
         (self.results / "figures").mkdir(parents=True)
@@ -165,7 +177,7 @@ def test_a_member_outside_the_bundle_folder_is_refused(evidence, tmp_path):
 
 
 def test_an_attestation_that_names_other_binaries_is_not_bundled(evidence, tmp_path):
-    binary = evidence.home / "build" / "cpu-offline" / "bin" / "llama-cli"
+    binary = evidence.home / "build" / "cpu-offline" / "bin" / "llama-bench"  # not the records' binary
     manifest = binary.parent.parent / "manifest.json"
     manifest.write_text(manifest.read_text().replace(hashlib.sha256(binary.read_bytes()).hexdigest(), "0" * 64))
     with pytest.raises(IntegrityError, match="attests other binaries"):

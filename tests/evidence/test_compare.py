@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 from test_attest import one_error_line, run_invoke, write_fake_build
-from test_bundle import Evidence
+from test_analyze import make_record
+from test_bundle import Evidence, made_by
 
 from moebench.evidence import compare as compare_module
 from moebench.evidence.attest import attest
@@ -143,6 +144,8 @@ def test_a_bare_host_and_an_image_build_of_one_pin_keep_apart_in_a_bundle(tmp_pa
     attest(load_config(), DEVICE, PIN, key_path, work_root=lab.home)
     monkeypatch.delenv("MOEBENCH_IMAGE")
     assert image_build.parent.name == "image-cpu"
+    with open(lab.raw / "run_a.jsonl", "a") as records:  # a record of the image build: both builds are used
+        records.write(json.dumps(made_by(make_record(gen_tps=10.1, rep=5), image_build)) + "\n")
     bundle, _ = lab.bundle_with_builds(tmp_path / "a.tar.gz", 2)
     result = compare(bundle, write_fake_build(tmp_path / "bare"))
     assert result.exit_code == 0 and {r.status for r in result.artifacts} == {"IDENTICAL"}
