@@ -98,7 +98,7 @@ def verify(c, device="cpu", pin=None, models="present", verbose=False, bundle=No
 
         checked = check_chain(read_bundle(Path(bundle)))
         print("\n".join(checked.lines()))
-        if checked.breaks or checked.unbacked:
+        if checked.breaks:  # an unbacked record is a break too
             raise Exit(code=1)
         return
     cfg = _config()

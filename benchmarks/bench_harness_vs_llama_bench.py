@@ -104,7 +104,7 @@ def prompt_text(a) -> str:
 
 def llama_simple(a, n_gen: int) -> tuple[list[str], dict[str, float]]:
     """One llama-simple run (greedy, its context sized to the prompt + generation): (argv, rates)."""
-    argv = [str(a.simple_bin), "-m", str(a.model), "-n", str(n_gen + 1), "-ngl", str(a.ngl), prompt_text(a)]
+    argv = [str(a.simple_bin), "-m", str(a.model), "-n", str(n_gen + 1), "-ngl", str(a.ngl), a.prompt]
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace",
                           check=True, env={**os.environ, "CUDA_MODULE_LOADING": "EAGER"})  # the text is not UTF-8
     perf = parse.parse_cli_perf(done.stderr)
@@ -144,7 +144,7 @@ def interleaved(a, k: Knobs, variants: tuple[Variant, ...], references: dict[str
                     order.shuffle(running)
                 for variant, engine in running:
                     vk = dataclasses.replace(k, **variant.knobs)
-                    outcome = engine.run_cell(cell(vk, rep), a.model, prompt_text(a), hooks)
+                    outcome = engine.run_cell(cell(vk, rep), a.model, a.prompt, hooks)
                     if outcome.failure:
                         raise RuntimeError(f"{variant.name} cell failed: {outcome.failure}")
                     if rep:
@@ -167,6 +167,7 @@ def interleaved(a, k: Knobs, variants: tuple[Variant, ...], references: dict[str
 
 def main() -> None:
     a = args(__doc__, simple_bin=True, prompt_id=True)
+    a.prompt = prompt_text(a)
     k = knobs(a)
     gpu = a.ngl > 0
     variants = tuple(v for v in VARIANTS if gpu or not v.gpu_only)

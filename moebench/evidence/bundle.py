@@ -101,6 +101,8 @@ UNBACKED_NAME = "UNBACKED.txt"
 
 
 def _records(raw_dir: Path) -> list[tuple[dict[str, Any], str]]:
+    """The records under `raw_dir` with where each sits (`<file>:<line>`), schema-validated like
+    `invoke analyze` does; none when it holds no JSONL."""
     from moebench.analysis.frame import load_records
 
     if not any(Path(raw_dir).rglob("*.jsonl")):
@@ -267,19 +269,14 @@ def _check_manifest(path: Path, members: dict[str, bytes]) -> None:
 def bundle_records(bundle: Bundle) -> list[tuple[dict[str, Any], str]]:
     """The bundle's records with where each sits (`data/raw/<file>:<line>`), schema-validated like
     `invoke analyze` does (an error names the member)."""
-    from moebench.analysis.frame import load_records
-
     if not bundle.under("data/raw"):
         return []
     with tempfile.TemporaryDirectory(prefix="moebench-bundle-") as tmp:
-        raw = bundle.extract("data/raw", Path(tmp))
-        if not any(raw.rglob("*.jsonl")):
-            return []
         try:
-            _, loaded = load_records(raw)
+            loaded = _records(bundle.extract("data/raw", Path(tmp)))
         except UserError as exc:
             raise UserError(f"{bundle.path}: {exc.where.replace(tmp + '/', '')}", exc.problem, exc.fix) from None
-    return [(item.record, f"data/raw/{item.origin}") for item in loaded]
+    return [(record, f"data/raw/{origin}") for record, origin in loaded]
 
 
 def load_bundle_records(bundle: Bundle) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 CHAIN_KEYS = {"source_tree_hash": "source_tree_hash", "llama_cpp_commit": "commit"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Binary:
     """What a record names as its runner: device, pin, SHA-256."""
     device: str
@@ -38,8 +38,7 @@ class Backing:
 
     def unbacked_lines(self) -> list[str]:
         return [f"{binary.describe()}: {len(origins)} records ({', '.join(origins[:3])}"
-                f"{', …' if len(origins) > 3 else ''})" for binary, origins in sorted(
-                    self.unbacked.items(), key=lambda kv: (kv[0].device, kv[0].pin, kv[0].sha256))]
+                f"{', …' if len(origins) > 3 else ''})" for binary, origins in sorted(self.unbacked.items())]
 
 
 def record_binary(record: dict[str, Any]) -> Binary | None:
@@ -69,6 +68,12 @@ def listed(manifest: dict[str, Any]) -> set[str]:
     return {entry["sha256"] for entry in manifest["binaries"].values()}
 
 
+def manifest_of(binary: Binary, manifests: Iterable[tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[str, Any]] | None:
+    """The first (key, manifest) of `binary`'s device and pin that lists its SHA-256, or None."""
+    return next(((key, m) for key, m in manifests if m["device"] == binary.device and m["pin"] == binary.pin
+                 and binary.sha256 in listed(m)), None)
+
+
 def folder_name(manifest: dict[str, Any], path: Path, taken: set[str]) -> str:
     """The bundle folder of a manifest: `<device>-<pin>`, the build directory's own name where it is one
     (image builds: `image-<image>/<device>-<pin>`), made unique by its first binary's SHA-256 prefix."""
@@ -88,8 +93,7 @@ def backing(records: Iterable[tuple[dict[str, Any], str]], candidates: list[tupl
         binary = record_binary(record)
         if binary is None:
             continue
-        match = next(((p, m) for p, m in candidates if m["device"] == binary.device and m["pin"] == binary.pin
-                      and binary.sha256 in listed(m)), None)
+        match = manifest_of(binary, candidates)
         if match is None:
             result.unbacked.setdefault(binary, []).append(origin)
             continue
@@ -111,12 +115,11 @@ def breaks(records: Iterable[tuple[dict[str, Any], str]], manifests: dict[str, d
         binary = record_binary(record)
         if binary is None:
             continue
-        found = [(name, m) for name, m in manifests.items() if m["device"] == binary.device
-                 and m["pin"] == binary.pin and binary.sha256 in listed(m)]
-        if not found:
+        found = manifest_of(binary, manifests.items())
+        if found is None:
             problems.append(f"{origin}: binary {binary.describe()} is in no bundled build manifest")
             continue
-        name, manifest = found[0]
+        name, manifest = found
         for record_key, manifest_key in CHAIN_KEYS.items():
             ours, theirs = record["provenance"].get(record_key), manifest.get(manifest_key)
             if ours != theirs:

@@ -35,6 +35,7 @@ from typing import Any
 
 from moebench.evidence.attest import ATTESTATION_NAME, PAYLOAD_TYPE, key_id, open_envelope, read_attestation
 from moebench.evidence.bundle import Bundle, ChainCheck, check_chain, load_bundle_records, read_bundle
+from moebench.evidence.chain import is_manifest
 from moebench.errors import IntegrityError, UserError
 from moebench.files import write_atomic
 from moebench.hashing import sha256_files
@@ -229,7 +230,7 @@ def load_side(path: Path, trusted: frozenset[str] = frozenset()) -> Side:
         side.signers.add(signer)
         side.what += f" (signature verified, key {signer})"
         return side
-    if isinstance(data, dict) and "binaries" in data and "fingerprint" in data:
+    if is_manifest(data):
         return _manifest_side(path, data, trusted)
     raise UserError(path, "neither a bundle, a build manifest nor an in-toto attestation",
                     "give what invoke bundle, invoke build or invoke attest wrote")
@@ -381,6 +382,7 @@ BUILD_CHAIN = {"llama_cpp_commit": "llama.cpp commit", "source_tree_hash": "sour
                "binary_sha256": "runner binary sha256", "image_digest": "image digest"}
 WORK_CONFIGS = ("prompts.yaml", "experiments.yaml")  # the configs that define the work (provenance.config_sha256)
 SHOWN = {"kit_commit": "kit commit"}  # shown beside a cell, never judged
+WORK_CHAIN = {**BUILD_CHAIN, **{f"config_sha256.{name}": name for name in WORK_CONFIGS}}
 
 
 @dataclass(frozen=True)
@@ -415,15 +417,12 @@ def _match(a: list[dict[str, Any]], b: list[dict[str, Any]], name: str) -> tuple
     return "mismatch", f"{name}: A {sorted(x[:12] for x in fa)}, B {sorted(x[:12] for x in fb)}"
 
 
-def _expected_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str | None:
-    def names(records: list[dict[str, Any]], get: Any) -> set[str]:
-        return {str(get(r)) for r in records}
+# Where a generated-token mismatch is to be expected: provenance key -> what differs.
+DIVERGENCE_CAUSES = {"binary_sha256": "runner binaries", "gpu.name": "GPUs"}
 
-    binaries = (names(a, lambda r: r["provenance"].get("binary_sha256")),
-                names(b, lambda r: r["provenance"].get("binary_sha256")))
-    gpus = (names(a, lambda r: (r["provenance"].get("gpu") or {}).get("name")),
-            names(b, lambda r: (r["provenance"].get("gpu") or {}).get("name")))
-    reasons = [what for what, (x, y) in (("runner binaries", binaries), ("GPUs", gpus)) if x != y]
+
+def _expected_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str | None:
+    reasons = [what for what, _, _ in _chain_differences(a, b, DIVERGENCE_CAUSES)]
     return f"expected: different {' and '.join(reasons)}" if reasons else None
 
 
@@ -450,12 +449,8 @@ def compare_work(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[WorkR
             if model == "different" else "", prompt_detail, gen_detail) if x)
         results.append(WorkResult(cell, model, prompt, gen,
                                   _expected_divergence(ra, rb) if gen == "mismatch" else None, detail,
-                                  _chain_differences(ra, rb, _chain_fields()), _chain_differences(ra, rb, SHOWN)))
+                                  _chain_differences(ra, rb, WORK_CHAIN), _chain_differences(ra, rb, SHOWN)))
     return results
-
-
-def _chain_fields() -> dict[str, str]:
-    return {**BUILD_CHAIN, **{f"config_sha256.{name}": name for name in WORK_CONFIGS}}
 
 
 def _chain_differences(a: list[dict[str, Any]], b: list[dict[str, Any]], fields: dict[str, str]
@@ -514,7 +509,7 @@ class Comparison:
     @property
     def chain_breaks(self) -> list[str]:
         return [f"{label}: {line}" for label, side in (("A", self.a), ("B", self.b)) if side.chain
-                for line in side.chain.breaks + [f"unbacked {u}" for u in side.chain.unbacked]]
+                for line in side.chain.breaks]  # an unbacked record is a break too
 
     def verdict(self) -> str:
         if not (self.artifacts or self.metrics):

@@ -530,10 +530,11 @@ class ServerEngine(Engine):
         from the answer: streamed chunks carry theirs; b4404's server holds back the chunk (and its id)
         of a token whose text ends mid UTF-8 character, which the count check then catches."""
         generated = final.get("tokens") if not self.stream else streamed_ids
+        prompt_ids: list[int] | None = None
         try:
-            prompt_ids: list[int] | None = self.tokenize(model, cell.knobs, prompt, add_special=True)
-        except (OSError, RuntimeError, http.client.HTTPException, ValueError, KeyError):
-            prompt_ids = None
+            prompt_ids = self.tokenize(model, cell.knobs, prompt, add_special=True)
+        except (OSError, RuntimeError, http.client.HTTPException, ValueError, KeyError) as exc:
+            tokenize_error = f"llama-server's /tokenize failed: {exc}"
         sent = len(generated or [])
         out = fingerprints(prompt_ids, timings.prompt_tokens,
                            generated[:timings.gen_tokens] if generated and sent == timings.predicted_n else None,
@@ -542,6 +543,8 @@ class ServerEngine(Engine):
             null_reasons["gen_tokens_sha256"] = (f"llama-server sent {sent} of its {timings.predicted_n} generated "
                                                  "token ids (a streamed token whose text ends mid UTF-8 character "
                                                  "comes without its chunk)")
+        if prompt_ids is None:
+            null_reasons["prompt_tokens_sha256"] = tokenize_error
         return out
 
     def tokenize(self, model: Path, knobs: Knobs, text: str, add_special: bool) -> list[int]:

@@ -251,11 +251,12 @@ def _planned_order(output: Path, resume: bool, order: str, seed: int | None) -> 
     if recorded is not None:
         asked_seed = seed if seed is not None else recorded["seed"]
         if (order, asked_seed) != (recorded["mode"], recorded["seed"]):
-            seeded = f" --order-seed={recorded['seed']}" if recorded["seed"] is not None else ""
-            raise UserError(output, f"its records were planned in order {recorded['mode']}"
-                            f"{seeded.replace(' --order-seed=', ', seed ')}; this run asks for {order}"
-                            f"{f', seed {seed}' if seed is not None else ''}",
-                            f"resume with --order={recorded['mode']}{seeded}, or give a new --output")
+            planned_seed = recorded["seed"]
+            planned = recorded["mode"] + (f", seed {planned_seed}" if planned_seed is not None else "")
+            flags = f"--order={recorded['mode']}" + (f" --order-seed={planned_seed}" if planned_seed is not None else "")
+            raise UserError(output, f"its records were planned in order {planned}; this run asks for {order}"
+                            + (f", seed {seed}" if seed is not None else ""),
+                            f"resume with {flags}, or give a new --output")
         return recorded["mode"], recorded["seed"]
     if order == "interleaved" and seed is None:
         seed = secrets.randbelow(2**31)
