@@ -86,19 +86,21 @@ def build(c, device="cpu", pin=None, jobs=None):
     "pin": "llama.cpp pin (default: the device's default_pin)",
     "models": "also hash model files: replica-tiny, replica-full, real or none (default: every one present)",
     "verbose": "print the full table of checks (file, status, both hashes) even when every check passes",
-    "bundle": "check this bundle's evidence chain (record -> binary -> build manifest -> tree hash and commit)",
+    "bundle": "check this bundle's evidence chain (record -> binary -> build manifest -> tree hash and commit) "
+              "and that its BADGES.md is what its members give",
 })
 @user_errors_exit_2
 def verify(c, device="cpu", pin=None, models="present", verbose=False, bundle=None):
     """Re-hash sources, binaries and models against lock.yaml and the build manifest; one line per stage,
     the full table with --verbose or on any mismatch (then a non-zero exit). With --bundle, check that
-    bundle's own evidence chain instead: every record's binary to a bundled manifest of its device and pin."""
+    bundle's own evidence chain instead: every record's binary to a bundled manifest of its device and pin,
+    and its BADGES.md derived again from its members."""
     if bundle:
         from moebench.evidence.bundle import check_chain, read_bundle
 
         checked = check_chain(read_bundle(Path(bundle)))
         print("\n".join(checked.lines()))
-        if checked.breaks:  # an unbacked record is a break too
+        if checked.breaks or checked.stale_badges:  # an unbacked record is a break too
             raise Exit(code=1)
         return
     cfg = _config()
@@ -472,8 +474,8 @@ def attest(c, device="cpu", pin=None, key=None, output=None, sign_with="ed25519"
 def bundle(c, output="moebench-bundle.tar.gz", raw_dir="data/raw", results_dir="results", manifests=None,
            allow_unbacked=False):
     """One reproducible tarball of this lab's evidence: lock.yaml, the build manifests and attestations of the
-    binaries its records name, data/raw, results/, HARDWARE.md and a MANIFEST of SHA-256s; the same inputs give
-    the same bytes."""
+    binaries its records name, data/raw, results/, HARDWARE.md, BADGES.md (what they support of each ACM badge)
+    and a MANIFEST of SHA-256s; the same inputs give the same bytes."""
     from moebench.evidence.bundle import make_bundle
 
     path, digest, members, notes = make_bundle(_config(), Path(output), Path(raw_dir), Path(results_dir),
@@ -492,17 +494,21 @@ def bundle(c, output="moebench-bundle.tar.gz", raw_dir="data/raw", results_dir="
     "json_output": "also write the whole comparison as JSON to this file",
     "trusted_keys": "comma-separated public key files (attest-ed25519.pub.pem); every attestation must be signed "
                     "by one of them (default: any key, whose id is printed)",
+    "tolerance": "relative shift of a headline MoE/dense ratio that still counts as reproduced, e.g. 0.05 "
+                 "(default: measured between-machine spread where a bundle has it, else MLPerf's 5%)",
 })
 @user_errors_exit_2
-def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None):
+def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None, tolerance=None):
     """IDENTICAL or DIFFERENT for each artifact (both hashes, diffoscope where both files are here) and, for two
-    bundles, each headline metric's intervals and B/A ratio; exit 0 all match, 1 something differs, 2 bad input."""
+    bundles, each headline metric's intervals and B/A ratio, and per headline MoE/dense ratio reproduced, not
+    reproduced or inconclusive against a stated tolerance; exit 0 all match, 1 something differs or a ratio is
+    not reproduced, 2 bad input."""
     import json
 
     from moebench.evidence.compare import compare as compare_sides, render, write_verification
     from moebench.analysis.report import add_verification_section
 
-    result = compare_sides(Path(a), Path(b), tuple(Path(p) for p in _csv(trusted_keys)))
+    result = compare_sides(Path(a), Path(b), tuple(Path(p) for p in _csv(trusted_keys)), _tolerance(tolerance))
     print(render(result))
     if json_output:
         Path(json_output).write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -513,6 +519,20 @@ def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None):
             print(f"Verification section written to {report}")
     if result.exit_code:
         raise Exit(code=result.exit_code)
+
+
+def _tolerance(value: str | None) -> float | None:
+    """--tolerance as a positive fraction; a bad value is a user error naming the flag."""
+    if value is None:
+        return None
+    try:
+        tolerance = float(value)
+    except ValueError:
+        tolerance = -1.0
+    if not 0 < tolerance < 1:
+        raise UserError("--tolerance", f"{value!r} is not a fraction between 0 and 1",
+                        "give the allowed relative shift of a ratio, e.g. --tolerance 0.05 for 5%")
+    return tolerance
 
 
 @task(help={"fast": "skip the slow tests (builds, model runs)", "k": "pytest -k expression"})

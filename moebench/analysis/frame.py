@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from moebench.errors import UserError
-from moebench.run.records import E2E_FIELDS, MEASUREMENT_FIELDS, TOKEN_FIELDS, RecordError, validate_record
+from moebench.run.records import (E2E_FIELDS, MEASUREMENT_FIELDS, TOKEN_FIELDS, RecordError, is_records_file,
+                                  validate_record)
 
 GROUP_FIELDS = ("experiment", "device", "model_id", "model_source", "replica_scale", "runner_mode", "threads",
                 "n_predict")
@@ -71,7 +72,9 @@ def load_records(raw_dir: Path) -> tuple[list[Path], list[Loaded]]:
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise UserError(raw_dir, "raw data directory does not exist", "give --raw-dir the folder of run_*.jsonl files")
-    files = sorted(raw_dir.glob("*.jsonl")) + sorted(raw_dir.glob("*/**/run_*.jsonl"))
+    relative = {path: path.relative_to(raw_dir).as_posix() for path in raw_dir.rglob("*.jsonl")}
+    files = sorted((path for path, name in relative.items() if is_records_file(name)),
+                   key=lambda path: ("/" in relative[path], path))  # the top's files first
     loaded: list[Loaded] = []
     for path in files:
         loaded += _load_file(path, path.relative_to(raw_dir).as_posix())
@@ -134,7 +137,17 @@ def record_row(item: Loaded) -> dict[str, Any]:
     row["source_file"] = item.source or item.path.name
     row["source_line"] = item.line
     row["fleet_host"] = item.fleet_host
+    row["machine"], row["machine_basis"] = machine_of(rec)
     return row
+
+
+def machine_of(record: dict[str, Any]) -> tuple[str, str]:
+    """The replicate unit a record belongs to (spread.py separates within- from between-unit spread):
+    one boot of one machine where the record names them, else its run."""
+    host = record["provenance"].get("host") or {}
+    if host.get("host_id") and host.get("boot_id"):
+        return f"{host['host_id']}/{host['boot_id'][:8]}", "host"
+    return record["run_id"], "run"
 
 
 def to_frame(records: list[Loaded]) -> pd.DataFrame:

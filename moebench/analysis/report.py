@@ -380,6 +380,48 @@ def section_warmups(analysis: AnalysisResult) -> str | None:
     return "\n".join(lines)
 
 
+SPREAD_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "joules_per_token")
+
+
+def _interval(centre: float | None, low: float | None, high: float | None) -> str:
+    if centre is None:
+        return DASH
+    return f"{centre:.3f}x" + (f" [{low:.3f}, {high:.3f}]" if low is not None else " (no interval)")
+
+
+def section_spread(analysis: AnalysisResult) -> str | None:
+    """The headline experiment's ratios within one run and across machines (analysis/spread.py); with one
+    machine, a sentence that the between-machine spread is unmeasured."""
+    rows = [r for r in analysis.tables.get("spread_summary") or []
+            if r["experiment"] == HEADLINE_EXPERIMENT and r["axis"] == "memory_footprint"
+            and r["metric"] in SPREAD_METRICS]
+    if not rows:
+        return None
+    machines = max(r["n_machines"] for r in rows)
+    basis = "+".join(sorted({r["machine_basis"] for r in rows}))
+    unit = ("machine (one boot of one host, by the records' host_id and boot_id)" if basis == "host" else
+            "run (these records name no host, so each run counts as a machine)")
+    lines = ["## Spread across machines", "",
+             f"The replicate unit is the {unit}. Within run: the paired ratio of all pairs as if from one run "
+             "(its interval covers only the noise inside runs). Across machines: " + rows[0]["ci_method"] + "; "
+             "between-machine CV = sqrt(exp(tau^2) - 1).", ""]
+    if machines < 2:
+        lines += [f"**Between-machine spread is unmeasured**: every {HEADLINE_EXPERIMENT} record comes from one "
+                  f"{unit.split(' (')[0]} ({rows[0]['per_machine'].split(':')[0]}). The within-run intervals below "
+                  "say how well this run pinned its ratios, not what another machine of the same kind will measure; "
+                  "a second machine's run of the same configuration, analyzed together with these records, "
+                  "measures that.", ""]
+    body = [[r["denominator_model"], r["metric"], r["n_machines"], r["n_pairs"],
+             _interval(r["within_ratio"], r["within_ci95_low"], r["within_ci95_high"]),
+             _interval(r["ratio"], r["ci95_low"], r["ci95_high"]),
+             DASH if r["between_machine_cv"] is None else f"{r['between_machine_cv']:.1%}",
+             _interval(None if r["prediction_low"] is None else r["ratio"], r["prediction_low"], r["prediction_high"]),
+             r["per_machine"]] for r in rows]
+    lines.append(table(["vs", "metric", "machines", "pairs", "within run", "across machines", "between-machine CV",
+                        "another machine (95% prediction)", "per machine"], body))
+    return "\n".join(lines)
+
+
 # --- verdicts ----------------------------------------------------------------------------------
 
 def verdict(claim: ReferenceClaim, analysis: AnalysisResult) -> Verdict:
@@ -573,7 +615,7 @@ def write_report(cfg: Config, analysis: AnalysisResult, output_dir: Path, refere
         "Tables: `benchmark_results.csv` (one row per record) and `summary_tables/*.csv`.", "",
         section_what(analysis), section_summary(analysis), section_findings(analysis), section_where(analysis),
         section_headline(analysis),
-        section_axes(analysis),
+        section_axes(analysis), section_spread(analysis),
         section_sequence(analysis), section_threads(analysis), section_roofline(analysis),
         section_figures(output_dir), section_failures(analysis), section_warmups(analysis),
         section_verdicts(cfg, analysis),

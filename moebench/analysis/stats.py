@@ -177,3 +177,70 @@ def run_warnings(runs: Sequence[tuple[str, float]]) -> list[str]:
 
 def intervals_overlap(low_a: float, high_a: float, low_b: float, high_b: float) -> bool:
     return low_a <= high_b and low_b <= high_a
+
+
+# --- spread across machines ----------------------------------------------------------------------
+
+MACHINE_SPREAD_METHOD = (
+    "random effects over machines: each machine's mean log paired ratio with its own variance, "
+    "DerSimonian-Laird between-machine variance tau^2, Hartung-Knapp-Sidik-Jonkman 95% interval "
+    "(t with k-1 df), prediction for another machine with k-2 df; exponentiated")
+
+
+@dataclass(frozen=True)
+class MachineSpread:
+    """A ratio measured on k machines: the pooled ratio with an interval that carries between-machine
+    variation, how large that variation is, and where another machine's ratio is expected to land."""
+    machines: int
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    tau: float | None  # between-machine standard deviation of the log ratio
+    between_cv: float | None  # the same as a coefficient of variation of the ratio: sqrt(exp(tau^2) - 1)
+    within_se: float | None  # the largest within-machine standard error of a machine's log ratio
+    predict_low: float | None
+    predict_high: float | None
+    method: str = MACHINE_SPREAD_METHOD
+    note: str | None = None
+
+
+def machine_spread(logs_by_machine: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> MachineSpread:
+    """Random-effects pooling of per-machine log ratios (each machine's per-pair log ratios given).
+
+    Chosen over a bootstrap that resamples machines: a lab has two to five machines, and k machines
+    have few distinct resamples (three for k=2), so such an interval is far too narrow; the random-
+    effects model uses every machine's own within-run variance and pays for few machines with t at
+    k-1 degrees of freedom. Hartung-Knapp's scale is held at >= 1 so the interval is never narrower
+    than the DerSimonian-Laird one. A machine with fewer than MIN_N_FOR_INTERVAL pairs has no
+    variance of its own and is left out, with the reason."""
+    usable = [list(map(float, logs)) for logs in logs_by_machine if len(logs) >= MIN_N_FOR_INTERVAL]
+    dropped = len(logs_by_machine) - len(usable)
+    note = f"{dropped} machine(s) with fewer than {MIN_N_FOR_INTERVAL} pairs left out" if dropped else None
+    k = len(usable)
+    if k < 2:
+        why = "between-machine spread unmeasured: " + ("one machine" if k == 1 else "no machine with enough pairs")
+        return MachineSpread(k, None, None, None, None, None, None, None, None,
+                             note="; ".join(x for x in (why, note) if x))
+    means = [math.fsum(x) / len(x) for x in usable]
+    variances = [statistics.variance(x) / len(x) for x in usable]
+    if min(variances) == 0:
+        return MachineSpread(k, None, None, None, None, None, None, None, None,
+                             note="a machine whose pairs all have the same ratio: no within-machine variance")
+    weights = [1 / v for v in variances]
+    fixed = math.fsum(w * y for w, y in zip(weights, means)) / math.fsum(weights)
+    q = math.fsum(w * (y - fixed) ** 2 for w, y in zip(weights, means))
+    scale = math.fsum(weights) - math.fsum(w * w for w in weights) / math.fsum(weights)
+    tau2 = max(0.0, (q - (k - 1)) / scale)
+    re_weights = [1 / (v + tau2) for v in variances]
+    mu = math.fsum(w * y for w, y in zip(re_weights, means)) / math.fsum(re_weights)
+    hk = math.fsum(w * (y - mu) ** 2 for w, y in zip(re_weights, means)) / (k - 1)
+    se = math.sqrt(max(hk, 1.0) / math.fsum(re_weights))
+    half = t_quantile(k - 1, confidence) * se
+    predict: tuple[float | None, float | None] = (None, None)
+    if k >= 3:
+        spread = t_quantile(k - 2, confidence) * math.sqrt(tau2 + se * se)
+        predict = (math.exp(mu - spread), math.exp(mu + spread))
+    else:
+        note = "; ".join(x for x in (note, "a prediction for another machine needs at least 3 machines") if x)
+    return MachineSpread(k, math.exp(mu), math.exp(mu - half), math.exp(mu + half), math.sqrt(tau2),
+                         math.sqrt(math.expm1(tau2)), max(math.sqrt(v) for v in variances), *predict, note=note)

@@ -26,6 +26,7 @@ from moebench.analysis.axes import axes_table
 from moebench.analysis.frame import (GROUP_FIELDS, PINNED_FIELDS, Loaded, key_label, load_records, null_note,
                                      origins, rows_of, to_frame)
 from moebench.analysis.roofline_table import roofline_table
+from moebench.analysis.spread import spread_table
 from moebench.analysis.warmup import warmup_table
 from moebench.config import Config
 from moebench.errors import UserError
@@ -39,7 +40,7 @@ SEQUENCE_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "peak
 WARN_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "peak_rss_bytes", "joules_per_token")
 STAT_SUFFIXES = ("n", "mean", "stddev", "cv", "geomean", "ci95_low", "ci95_high", "note")
 TABLES = ("per_model_summary", "sequence_length_summary", "cpu_thread_sweep_summary", "thread_optimum_summary",
-          "failures", "axes_summary", "roofline_summary", "warmup_summary")
+          "failures", "axes_summary", "roofline_summary", "warmup_summary", "spread_summary")
 FAILURE_COLUMNS = {"experiment": "experiment", "device": "device", "model_id": "model_id",
                    "model_source": "model_source", "prompt_id": "prompt_id", "repetition": "repetition",
                    "is_warmup": "is_warmup", "threads": "threads", "n_predict": "n_predict",
@@ -229,6 +230,7 @@ def summarize(cfg: Config, frame: pd.DataFrame, raw_dir: Path, allow_mixed: bool
         "axes_summary": axes_table(cfg, frame, per_model),
         "roofline_summary": roofline_table(cfg, frame, per_model),
         "warmup_summary": warmup_table(frame),
+        "spread_summary": spread_table(cfg, frame),
     }
     return frames, mixed
 

@@ -5,10 +5,11 @@ Members, all under `moebench-bundle/`: `lock.yaml`; `builds/<build>/manifest.jso
 (chain.py: found by SHA-256 among the local builds, the manifests fleet runs bring back beside their
 records and the folders given with `manifest_dirs`; builds no record used stay out); `data/raw/...`
 (the records); `results/...` (tables, figures, REPORT.md); `HARDWARE.md`; `UNBACKED.txt` only when
-told to bundle records whose binary no manifest lists (one line per binary); and `MANIFEST`, one
-`sha256  name` line per other member. The binaries themselves stay out: their SHA-256s are in the
-manifests and attestations. Without that permission a record whose binary has no manifest stops the
-bundle (exit 2), naming the binary and the records.
+told to bundle records whose binary no manifest lists (one line per binary); `BADGES.md`, what those
+members support of each ACM artifact badge (badges.py, derived from them); and `MANIFEST`, one
+`sha256  name` line per other member, BADGES.md included. The binaries themselves stay out: their
+SHA-256s are in the manifests and attestations. Without that permission a record whose binary has no
+manifest stops the bundle (exit 2), naming the binary and the records.
 
 Reproducible: members sorted by name, regular files only (no directory entries), mtime
 SOURCE_DATE_EPOCH (315532800), uid/gid 0 with empty owner names, mode 0644 (0755 when the file is
@@ -16,7 +17,8 @@ executable), GNU tar format, compressed with gzip at mtime 0 with no file name; 
 same files are byte-identical. Beside it, `<bundle>.sha256` in `sha256sum` format.
 
 `read_bundle` refuses (IntegrityError) a bundle whose sidecar or MANIFEST does not match its bytes,
-naming the member and both hashes.
+naming the member and both hashes; `check_chain` also names a BADGES.md that is not what the members
+give (edited after, or made by another kit version).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from moebench import paths
-from moebench.evidence import chain
+from moebench.evidence import badges, chain
 from moebench.evidence.attest import ATTESTATION_NAME, read_attestation
 from moebench.pins.build import SOURCE_DATE_EPOCH
 from moebench.config import REPO_ROOT, Config
@@ -145,7 +147,14 @@ def collect(cfg: Config, raw_dir: Path, results_dir: Path, work_dir: Path | None
         files["HARDWARE.md"] = hardware
     else:
         notes.append(f"{hardware} not found")
+    assessed = badges.assess({name: _bytes(member) for name, member in files.items()})
+    files[badges.BADGES_NAME] = badges.render(assessed).encode()
+    notes.append(f"{badges.BADGES_NAME}: {badges.summary(assessed)}")
     return files, notes
+
+
+def _bytes(member: Path | bytes) -> bytes:
+    return member if isinstance(member, bytes) else member.read_bytes()
 
 
 # --- writing -----------------------------------------------------------------------------------------
@@ -166,7 +175,7 @@ def _tar_info(name: str, size: int, executable: bool) -> tarfile.TarInfo:
 def write_bundle(files: dict[str, Path | bytes], output: Path) -> tuple[Path, str]:
     """Write the tarball and its `.sha256` sidecar; (path, sha256)."""
     output = Path(output)
-    contents = {name: path if isinstance(path, bytes) else path.read_bytes() for name, path in files.items()}
+    contents = {name: _bytes(member) for name, member in files.items()}
     executable = {name for name, path in files.items()
                   if not isinstance(path, bytes) and path.stat().st_mode & stat.S_IXUSR}
     contents[MANIFEST_NAME] = manifest_text(contents)
@@ -295,6 +304,7 @@ class ChainCheck:
     builds: int
     breaks: list[str]
     unbacked: list[str]  # UNBACKED.txt's lines: records bundled without a manifest, on purpose
+    stale_badges: str | None = None  # why BADGES.md is not what the members give; None when it is
 
     def lines(self) -> list[str]:
         state = (f"ok, every record's binary is in a bundled manifest of its device and pin, with its tree hash "
@@ -302,13 +312,16 @@ class ChainCheck:
         out = [f"chain: {state} ({self.records} records, {self.builds} builds)"]
         out += [f"  break: {line}" for line in self.breaks]
         out += [f"  unbacked (bundled without a manifest): {line}" for line in self.unbacked]
+        out += [f"badges: {self.stale_badges}"] if self.stale_badges else []
         return out
 
 
 def check_chain(bundle: Bundle) -> ChainCheck:
     """Inside one bundle: every record's binary to a bundled manifest, and that manifest's tree hash
-    and commit to the record's (chain.breaks); records listed in UNBACKED.txt break it too, named so."""
+    and commit to the record's (chain.breaks); records listed in UNBACKED.txt break it too, named so; and
+    whether BADGES.md is what the members give."""
     records = bundle_records(bundle)
     manifests = bundle_manifests(bundle)
     unbacked = bundle.members.get(UNBACKED_NAME, b"").decode().splitlines()
-    return ChainCheck(len(records), len(manifests), chain.breaks(records, manifests), unbacked)
+    return ChainCheck(len(records), len(manifests), chain.breaks(records, manifests), unbacked,
+                      badges.stale(bundle.members))

@@ -35,7 +35,10 @@ from typing import Any
 
 from moebench.evidence.attest import ATTESTATION_NAME, PAYLOAD_TYPE, key_id, open_envelope, read_attestation
 from moebench.evidence.bundle import Bundle, ChainCheck, check_chain, load_bundle_records, read_bundle
+from moebench.evidence.badges import results_reproduced_upgrade
 from moebench.evidence.chain import is_manifest
+from moebench.evidence.reproduction import DECISIONS, Decision, decide
+from moebench.config import load_config
 from moebench.errors import IntegrityError, UserError
 from moebench.files import write_atomic
 from moebench.hashing import sha256_files
@@ -484,6 +487,7 @@ class Comparison:
     metrics: list[MetricResult]
     record_notes: list[str]
     work: list[WorkResult] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
 
     @property
     def different(self) -> list[ArtifactResult]:
@@ -504,12 +508,23 @@ class Comparison:
     @property
     def exit_code(self) -> int:
         return 1 if (self.different or self.different_work or self.disagreeing or self.chain_breaks
+                     or any(d.decision == "not reproduced" for d in self.decisions)
                      or not (self.artifacts or self.metrics)) else 0
+
+    def decision_counts(self) -> dict[str, int]:
+        return dict(Counter(d.decision for d in self.decisions))
 
     @property
     def chain_breaks(self) -> list[str]:
         return [f"{label}: {line}" for label, side in (("A", self.a), ("B", self.b)) if side.chain
-                for line in side.chain.breaks]  # an unbacked record is a break too
+                for line in [*side.chain.breaks, *([f"badges: {side.chain.stale_badges}"]
+                                                   if side.chain.stale_badges else [])]]  # unbacked: a break too
+
+    def results_reproduced(self) -> str | None:
+        """What this comparison gives the Results Reproduced badge (badges.py); None when no records were compared."""
+        if self.a.records is None or self.b.records is None:
+            return None
+        return results_reproduced_upgrade([d.decision for d in self.decisions], bool(self.different_work))
 
     def verdict(self) -> str:
         if not (self.artifacts or self.metrics):
@@ -520,11 +535,18 @@ class Comparison:
             return (f"IDENTICAL: {len(self.artifacts)} artifacts match"
                     + (f"; the same work proven in {proven} of {len(self.work)} cells (model file, prompt and "
                        "generated tokens), none different" if self.work else "")
-                    + (f"; {agreed} of {len(self.metrics)} metrics agree, none differ" if self.metrics else ""))
+                    + (f"; {agreed} of {len(self.metrics)} metrics agree, none differ" if self.metrics else "")
+                + self._decision_tally())
         return (f"DIFFERENT: {len(self.different)} of {len(self.artifacts)} artifacts differ"
                 + (f"; {len(self.chain_breaks)} breaks in a bundle's own evidence chain" if self.chain_breaks else "")
                 + (f"; different work in {len(self.different_work)} of {len(self.work)} cells" if self.work else "")
-                + (f"; {len(self.disagreeing)} of {len(self.metrics)} metrics differ" if self.metrics else ""))
+                + (f"; {len(self.disagreeing)} of {len(self.metrics)} metrics differ" if self.metrics else "")
+                + self._decision_tally())
+
+    def _decision_tally(self) -> str:
+        counts = self.decision_counts()
+        return ("; headline ratios: " + ", ".join(f"{counts[d]} {d}" for d in DECISIONS if counts.get(d))
+                if counts else "")
 
     def to_json(self) -> dict[str, Any]:
         def art(x: Artifact | None) -> dict[str, Any] | None:
@@ -548,23 +570,36 @@ class Comparison:
                          for w in self.work],
                 "chain": {label: side.chain.lines() for label, side in (("a", self.a), ("b", self.b)) if side.chain},
                 "work_counts": self.work_counts(),
+                "reproduction": [{"context": d.context, "vs": d.vs, "metric": d.metric,
+                                  "a": list(d.a.interval()), "b": list(d.b.interval()),
+                                  "runner_a": d.a.runner, "runner_b": d.b.runner,
+                                  "n_pairs": [d.a.n_pairs, d.b.n_pairs], "machines": [d.a.machines, d.b.machines],
+                                  "shift": list(d.shift), "tolerance": d.tolerance,
+                                  "tolerance_source": d.tolerance_source, "decision": d.decision, "note": d.note}
+                                 for d in self.decisions],
+                "reproduction_rule": REPRODUCTION_RULE,
+                "results_reproduced": self.results_reproduced(),
                 "record_notes": self.record_notes}
 
 
-def compare(path_a: Path, path_b: Path, trusted_keys: tuple[Path, ...] = ()) -> Comparison:
+def compare(path_a: Path, path_b: Path, trusted_keys: tuple[Path, ...] = (), tolerance: float | None = None
+            ) -> Comparison:
     """Both sides read and checked, then compared; `trusted_keys`: public key files every attestation must be
-    signed by one of."""
+    signed by one of; `tolerance`: the relative shift of a headline ratio that still counts as reproduced
+    (default: reproduction.py's rule)."""
     trusted = frozenset(trusted_key_id(path) for path in trusted_keys)
     a, b = load_side(path_a, trusted), load_side(path_b, trusted)
     artifacts, artifact_notes = compare_artifacts(a, b)
     metrics: list[MetricResult] = []
     work: list[WorkResult] = []
+    decisions: list[Decision] = []
     if a.records is None or b.records is None:
         record_notes = ["records: only bundles carry records; not compared"]
     else:
         metrics, record_notes = compare_records(a.records, b.records)
         work = compare_work(a.records, b.records)
-    return Comparison(a, b, artifacts, artifact_notes, metrics, record_notes, work)
+        decisions = decide(load_config(), a.records, b.records, tolerance)
+    return Comparison(a, b, artifacts, artifact_notes, metrics, record_notes, work, decisions)
 
 
 # --- text --------------------------------------------------------------------------------------------
@@ -620,8 +655,27 @@ def render(result: Comparison) -> str:
                          f"B {_interval(*m.b)} (n={m.n_b}), overlap {'-' if m.overlap is None else 'yes' if m.overlap else 'no'}, "
                          f"B/A {ratio}" + (f" ({note})" if note else ""))
     lines += [f"  ({note})" for note in result.record_notes]
-    lines += ["", result.verdict()]
+    lines += render_decisions(result.decisions)
+    badge = result.results_reproduced()
+    lines += ([badge] if badge else []) + ["", result.verdict()]
     return "\n".join(lines)
+
+
+REPRODUCTION_RULE = ("per headline ratio (MoE over each dense model), B/A with a 95% Welch interval on the log "
+                     "scale: reproduced when the whole interval lies within [1/(1+t), 1+t], not reproduced when it "
+                     "lies wholly outside, inconclusive otherwise (t: the tolerance beside each line)")
+
+
+def render_decisions(decisions: list[Decision]) -> list[str]:
+    if not decisions:
+        return []
+    lines = ["", f"headline ratios: {REPRODUCTION_RULE}"]
+    for d in decisions:
+        lines.append(f"  {d.decision:<15} {d.context} | MoE / {d.vs} | {d.metric}: A {_interval(*d.a.interval())} "
+                     f"({d.a.runner}, {d.a.n_pairs} pairs, {d.a.machines} machine(s)), B {_interval(*d.b.interval())} "
+                     f"({d.b.runner}, {d.b.n_pairs} pairs, {d.b.machines} machine(s)), B/A {_interval(*d.shift)}, "
+                     f"tolerance {d.tolerance:.1%} ({d.tolerance_source})" + (f"; {d.note}" if d.note else ""))
+    return lines
 
 
 def write_verification(result: Comparison, report_dir: Path) -> Path:

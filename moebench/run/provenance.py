@@ -7,10 +7,12 @@ reason in `null_reasons`. Model fields are per record (`for_model`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -77,6 +79,19 @@ def host_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
+
+
+def machine_identity() -> dict[str, Any]:
+    """Which machine, and which boot of it, made a record: the unit the analysis separates between-machine
+    from within-run spread by. `host_id` is a SHA-256 prefix of /etc/machine-id (the hostname where there
+    is none), so no name leaves the lab; `boot_id` changes at every start, so a fresh cloud machine
+    cloned from one image (the same machine-id) still counts as another machine."""
+    machine_id = Path("/etc/machine-id")
+    text = machine_id.read_text(errors="replace").strip() if machine_id.is_file() else ""
+    basis, value = ("machine-id", text) if text else ("hostname", socket.gethostname())
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    boot_id = boot.read_text().strip() if boot.is_file() else f"boot-time-{int(psutil.boot_time())}"
+    return {"host_id": hashlib.sha256(value.encode()).hexdigest()[:16], "host_id_basis": basis, "boot_id": boot_id}
 
 
 @functools.cache
@@ -179,7 +194,7 @@ def collect_run_provenance(cfg: Config, *, device: Device, pin: str, manifest: d
     replay = monitor_replay()
     if replay is not None:
         prov["monitor_replay"] = replay
-    prov["host"] = {**host_info(), "memory_bandwidth": host_memory_bandwidth()}
+    prov["host"] = {**host_info(), **machine_identity(), "memory_bandwidth": host_memory_bandwidth()}
     if "nvml" in device.monitors:
         prov["gpu"], reason = gpu_identity()
     else:

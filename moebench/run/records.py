@@ -77,6 +77,14 @@ def validate_record(record: dict[str, Any]) -> None:
         raise RecordError("invalid record: " + "; ".join(problems[:5]))
 
 
+def is_records_file(relative: str) -> bool:
+    """Whether the file at `relative` (a path below a raw directory, `/`-separated) holds records: any
+    `*.jsonl` at the top and `run_*.jsonl` in subfolders, where `invoke fleet.reproduce` puts each host's
+    runs beside other files. One rule for a raw directory on disk and for a bundle's `data/raw/`."""
+    parts = relative.split("/")
+    return parts[-1].endswith(".jsonl") and (len(parts) == 1 or parts[-1].startswith("run_"))
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every complete record of a JSONL file; a torn last line (a crash mid-write) is skipped."""
     with open(path, "rb") as handle:

@@ -20,7 +20,7 @@ from moebench.evidence.bundle import MANIFEST_NAME, PREFIX, make_bundle, read_bu
 from moebench.config import load_config
 from moebench.errors import IntegrityError
 
-MEMBERS = {"lock.yaml", "HARDWARE.md", "MANIFEST", "builds/cpu-offline/manifest.json",
+MEMBERS = {"lock.yaml", "HARDWARE.md", "BADGES.md", "MANIFEST", "builds/cpu-offline/manifest.json",
            "builds/cpu-offline/attestation.intoto.json", "data/raw/run_a.jsonl", "data/raw/host1/run_b.jsonl",
            "results/REPORT.md", "results/benchmark_results.csv", "results/figures/fig.png"}
 

@@ -1,6 +1,8 @@
 import hashlib
 import json
+import socket
 import subprocess
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -161,3 +163,15 @@ def test_every_models_tokenizer_statement_and_the_schema_checks_its_form(tmp_pat
                                 tokenizer=provenance.REAL_MODEL_TOKENIZER)
     assert provenance_schema_errors(good) == []
     assert provenance_schema_errors({**good, "tokenizer": "probably real"}) != []
+
+
+def test_machine_identity_names_the_machine_and_its_boot_without_its_name():
+    from moebench.run.provenance import machine_identity
+
+    first, again = machine_identity(), machine_identity()
+    assert first == again and len(first["host_id"]) == 16 and int(first["host_id"], 16) >= 0
+    assert first["host_id_basis"] in ("machine-id", "hostname")
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    if boot.is_file():
+        assert first["boot_id"] == boot.read_text().strip()
+    assert socket.gethostname() not in first.values()
