@@ -144,13 +144,15 @@ def download(c, models=None, token=None):
     "models": "comma-separated model ids (default: all four)",
     "pin": "llama.cpp pin whose gguf-py and llama-quantize write the replicas (default offline)",
     "device": "device whose build of that pin supplies llama-quantize (default cpu)",
+    "jobs": "replicas written at once (default 1; the files are the same at any count)",
 })
 @user_errors_exit_2
-def replica(c, scale="tiny", models=None, pin="offline", device="cpu"):
+def replica(c, scale="tiny", models=None, pin="offline", device="cpu", jobs=1):
     """Write architecture-faithful synthetic-weight replicas of the four models and quantize them to Q4_K_M."""
     from moebench.models.replica import make_replicas
 
-    for result in make_replicas(_config(), scale, pin=pin, models=_csv(models) or None, device=device):
+    for result in make_replicas(_config(), scale, pin=pin, models=_csv(models) or None, device=device,
+                                jobs=int(jobs)):
         print(f"{result.sha256}  {result.path}")
 
 

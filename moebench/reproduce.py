@@ -11,6 +11,7 @@ a repeated command never records a cell twice. A fresh reproduction takes a new 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,27 @@ def _write_state(state_file: Path, outputs: dict[str, Path], complete: bool) -> 
                                "free space or make --raw-dir writable, then run the same command again") from None
 
 
+# Every pin runs the same replica files: the lock's `replicas.<scale>/offline`, written by the offline pin's
+# gguf-py and llama-quantize, so two pins' runs differ in llama.cpp alone, never in their model files.
+REPLICA_PIN = "offline"
+
+
+def replica_quantizer(cfg: Config, device: str, pin: str, scale: str) -> str | None:
+    """The device whose offline build must be made first to write missing replicas: none when every
+    replica is there and pinned, or when this run's own build is the offline pin's; else the portable cpu
+    build (a GPU build of another pin has no offline llama-quantize)."""
+    from moebench.models.replica import stale_replicas
+
+    if pin == REPLICA_PIN or not stale_replicas(cfg, scale, REPLICA_PIN):
+        return None
+    return "cpu"
+
+
+def replica_jobs() -> int:
+    """Replicas written at once: one per four cores (each runs llama-quantize on every core), at least one."""
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
 def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source: str | None,
               replica_scale: str, raw_dir: Path, output_dir: Path) -> StageTimes:
     from moebench.verify import record as pins
@@ -102,7 +124,13 @@ def reproduce(cfg: Config, device: str, *, smoke: bool, pin: str, models_source:
     if recorded:
         cfg = load_config(cfg.root)  # the stages below check against the pins just recorded
     if source == "replica":
-        models = stages.timed("models", make_replicas, cfg, replica_scale, pin="offline", device=device)
+        quantizer = replica_quantizer(cfg, device, pin, replica_scale)
+        if quantizer is not None:
+            built = stages.timed(f"build {quantizer}-{REPLICA_PIN} (its llama-quantize writes the replicas)", build,
+                                 cfg, quantizer, REPLICA_PIN)
+            stages.note(f"{len(built['binaries'])} binaries, {built['toolchain_id']}")
+        models = stages.timed("models", make_replicas, cfg, replica_scale, pin=REPLICA_PIN,
+                              device=quantizer or device, jobs=replica_jobs())
         stages.note(f"{len(models)} {replica_scale} replicas")
     else:
         models = stages.timed("models", download_models, cfg, None)

@@ -5,6 +5,8 @@ again, which must resume and record nothing twice; and the router-overhead run o
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -169,3 +171,26 @@ def test_cpu_patched_run_records_router_overhead(patched_build, tmp_path):
         assert detail["decode_graphs"] == record["knobs"]["n_predict"] - 1
         assert detail["routing_ms"] == routing and 0 < detail["routing_share"] < 1
     assert json.loads(out.read_text().splitlines()[0])["provenance"]["llama_cpp_commit"] == patched_build["commit"]
+
+
+def test_replicas_of_another_pin_are_written_by_the_portable_offline_build(tmp_path, monkeypatch):
+    """A run at pin paper (or on a GPU) uses the offline pin's replica files: where one is missing, the
+    cpu build of the offline pin writes it; where all are there and pinned, or the run's own pin is
+    offline, nothing more is built."""
+    from moebench.config import load_config
+    from moebench.reproduce import replica_quantizer
+
+    cfg = load_config()
+    monkeypatch.setenv("MOEBENCH_MODELS", str(tmp_path))
+    assert replica_quantizer(cfg, "cuda_sm90", "paper", "full") == "cpu"
+    assert replica_quantizer(cfg, "cpu", "offline", "tiny") is None
+    folder = tmp_path / "replica-tiny"
+    folder.mkdir()
+    for model_id in cfg.lock.replicas["tiny/offline"]:
+        (folder / f"{model_id}.Q4_K_M.gguf").write_bytes(b"not the pinned bytes")
+    assert replica_quantizer(cfg, "cpu", "paper", "tiny") == "cpu"  # present but not the lock's: rewritten
+    digest = hashlib.sha256(b"not the pinned bytes").hexdigest()
+    pinned = {model_id: digest for model_id in cfg.lock.replicas["tiny/offline"]}
+    matching = dataclasses.replace(cfg, lock=cfg.lock.model_copy(
+        update={"replicas": {**cfg.lock.replicas, "tiny/offline": pinned}}))
+    assert replica_quantizer(matching, "cpu", "paper", "tiny") is None

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -391,43 +392,74 @@ def pinned_replica_sha256(cfg: Config, scale: str, pin: str, model_id: str) -> s
     return cfg.lock.replicas.get(f"{scale}/{pin}", {}).get(model_id)
 
 
+def usable_replicas(cfg: Config, scale: Scale, pin: str, models: list[str]) -> dict[str, str]:
+    """model id -> SHA-256 of each replica of `scale` that is there and matches the lock's pin (or has none)."""
+    usable = {}
+    for model_id in models:
+        target = replica_dir(scale) / replica_filename(model_id)
+        if target.is_file():
+            digest, pinned = sha256_file(target), pinned_replica_sha256(cfg, scale, pin, model_id)
+            if pinned is None or digest == pinned:
+                usable[model_id] = digest
+    return usable
+
+
+def stale_replicas(cfg: Config, scale: Scale, pin: str = "offline", models: list[str] | None = None) -> list[str]:
+    """The models whose replica of `scale` is missing or differs from the lock's pin: what make_replicas writes."""
+    model_ids = list(models or cfg.models.models)
+    usable = usable_replicas(cfg, scale, pin, model_ids)
+    return [model_id for model_id in model_ids if model_id not in usable]
+
+
 def make_replicas(cfg: Config, scale: Scale, pin: str = "offline", models: list[str] | None = None,
-                  device: str = "cpu") -> list[ReplicaResult]:
-    """Make (or reuse) every replica of `scale`; a fresh one must match the lock's pin when there is one."""
+                  device: str = "cpu", jobs: int = 1) -> list[ReplicaResult]:
+    """Make (or reuse) every replica of `scale`; a fresh one must match the lock's pin when there is one.
+
+    `jobs` replicas are written at once: each tensor's weights come from its own seeded generator and
+    llama-quantize's output does not depend on its threads, so the files are the same at any `jobs`;
+    on a many-core machine the four full replicas then take about as long as OLMoE's alone."""
     model_ids = list(models or cfg.models.models)
     for model_id in model_ids:
         _model_spec(cfg, model_id)
-    target_dir = replica_dir(scale)
-    incoming = target_dir / ".incoming"
-    results: list[ReplicaResult] = []
-    gguf = quantize_bin = None
-    for model_id in model_ids:
-        target = target_dir / replica_filename(model_id)
+    usable = usable_replicas(cfg, scale, pin, model_ids)
+    stale = [model_id for model_id in model_ids if model_id not in usable]
+    results: dict[str, ReplicaResult] = {}
+    for model_id, digest in usable.items():
+        target = replica_dir(scale) / replica_filename(model_id)
+        results[model_id] = ReplicaResult(target, digest, _sidecar_f16(target), target.stat().st_size, model_id,
+                                          reused=True)
         pinned = pinned_replica_sha256(cfg, scale, pin, model_id)
-        started = time.monotonic()
-        if target.is_file():
-            have = sha256_file(target)
-            if pinned is None or have == pinned:
-                results.append(ReplicaResult(target, have, _sidecar_f16(target), target.stat().st_size, model_id,
-                                             reused=True))
-                print(f"{model_id}: reusing {target} ({'matches the lock' if pinned else 'not pinned yet'})")
-                continue
-        if gguf is None:
-            gguf, quantize_bin = load_pinned_gguf(cfg, pin), quantize_binary(device, pin)
-        fresh = make_replica(cfg, model_id, scale, incoming, quantize_bin, pin=pin, gguf=gguf)
-        if pinned is not None and fresh.sha256 != pinned:
-            raise IntegrityError(fresh.path, f"generated replica has sha256 {fresh.sha256}, "
-                                 f"lock.yaml replicas[{scale}/{pin}][{model_id}] pins {pinned}",
-                                 "the generator, gguf-py or llama-quantize differs from the pinned one: rebuild "
-                                 "(invoke build); if the change is intended, re-pin with `invoke lock replicas`",
-                                 key=f"replicas.{scale}/{pin}.{model_id}")
-        os.replace(fresh.path, target)
-        os.replace(sidecar_path(fresh.path), sidecar_path(target))
-        results.append(dataclasses.replace(fresh, path=target))
-        print(f"{model_id}: wrote {target} in {time.monotonic() - started:.1f} s")
-    _remove_if_empty(incoming)
-    print(render_summary(results))
-    return results
+        print(f"{model_id}: reusing {target} ({'matches the lock' if pinned else 'not pinned yet'})")
+    if stale:
+        gguf, quantize_bin = load_pinned_gguf(cfg, pin), quantize_binary(device, pin)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            written = [pool.submit(_write_checked, cfg, model_id, scale, pin, quantize_bin, gguf) for model_id in stale]
+            for future in written:
+                result = future.result()
+                results[result.model_id] = result
+    _remove_if_empty(replica_dir(scale) / ".incoming")
+    ordered = [results[model_id] for model_id in model_ids]
+    print(render_summary(ordered))
+    return ordered
+
+
+def _write_checked(cfg: Config, model_id: str, scale: Scale, pin: str, quantize_bin: Path,
+                   gguf: ModuleType) -> ReplicaResult:
+    """One fresh replica, written beside its target and moved in only when it matches the lock's pin."""
+    started = time.monotonic()
+    target = replica_dir(scale) / replica_filename(model_id)
+    fresh = make_replica(cfg, model_id, scale, replica_dir(scale) / ".incoming", quantize_bin, pin=pin, gguf=gguf)
+    pinned = pinned_replica_sha256(cfg, scale, pin, model_id)
+    if pinned is not None and fresh.sha256 != pinned:
+        raise IntegrityError(fresh.path, f"generated replica has sha256 {fresh.sha256}, "
+                             f"lock.yaml replicas[{scale}/{pin}][{model_id}] pins {pinned}",
+                             "the generator, gguf-py or llama-quantize differs from the pinned one: rebuild "
+                             "(invoke build); if the change is intended, re-pin with `invoke lock replicas`",
+                             key=f"replicas.{scale}/{pin}.{model_id}")
+    os.replace(fresh.path, target)
+    os.replace(sidecar_path(fresh.path), sidecar_path(target))
+    print(f"{model_id}: wrote {target} in {time.monotonic() - started:.1f} s")
+    return dataclasses.replace(fresh, path=target)
 
 
 def _remove_if_empty(directory: Path) -> None:

@@ -216,6 +216,19 @@ def test_make_replicas_skips_pinned_files_and_refuses_a_mismatch(module_cfg, too
     assert target.is_file() and replica.sha256_file(target) == good  # the existing file is left as it was
 
 
+def test_replicas_written_at_once_are_the_locked_files(module_cfg, tools, tmp_path, monkeypatch):
+    """All four tiny replicas, four at a time: the lock's hashes (a mismatch raises), in the order asked,
+    and nothing left in .incoming; the stale list is empty afterwards."""
+    monkeypatch.setenv("MOEBENCH_MODELS", str(tmp_path))
+    models = list(module_cfg.models.models)
+    assert replica.stale_replicas(module_cfg, "tiny", PIN, models) == models
+    made = replica.make_replicas(module_cfg, "tiny", pin=PIN, models=models, device=DEVICE, jobs=4)
+    assert [r.model_id for r in made] == models and not any(r.reused for r in made)
+    assert [r.sha256 for r in made] == [module_cfg.lock.replicas[f"tiny/{PIN}"][m] for m in models]
+    assert not (tmp_path / "replica-tiny" / ".incoming").exists()
+    assert replica.stale_replicas(module_cfg, "tiny", PIN, models) == []
+
+
 # --- full scale: the replicas `invoke models.replica --scale full` wrote (minutes and GBs to make, so
 # these check the files in models/replica-full and skip a model that has none) -----------------------
 
