@@ -383,12 +383,6 @@ def section_warmups(analysis: AnalysisResult) -> str | None:
 SPREAD_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "joules_per_token")
 
 
-def _interval(centre: float | None, low: float | None, high: float | None) -> str:
-    if centre is None:
-        return DASH
-    return f"{centre:.3f}x" + (f" [{low:.3f}, {high:.3f}]" if low is not None else " (no interval)")
-
-
 def section_spread(analysis: AnalysisResult) -> str | None:
     """The headline experiment's ratios within one run and across machines (analysis/spread.py); with one
     machine, a sentence that the between-machine spread is unmeasured."""
@@ -411,11 +405,14 @@ def section_spread(analysis: AnalysisResult) -> str | None:
                   "say how well this run pinned its ratios, not what another machine of the same kind will measure; "
                   "a second machine's run of the same configuration, analyzed together with these records, "
                   "measures that.", ""]
+    def ratio(centre: str, low: str, high: str, row: dict[str, Any]) -> str:
+        return fmt_ratio({"ratio": row[centre], "ci95_low": row[low], "ci95_high": row[high],
+                          "n_pairs": row["n_pairs"]}, digits=3)
+
     body = [[r["denominator_model"], r["metric"], r["n_machines"], r["n_pairs"],
-             _interval(r["within_ratio"], r["within_ci95_low"], r["within_ci95_high"]),
-             _interval(r["ratio"], r["ci95_low"], r["ci95_high"]),
+             ratio("within_ratio", "within_ci95_low", "within_ci95_high", r), fmt_ratio(r, digits=3),
              DASH if r["between_machine_cv"] is None else f"{r['between_machine_cv']:.1%}",
-             _interval(None if r["prediction_low"] is None else r["ratio"], r["prediction_low"], r["prediction_high"]),
+             DASH if r["prediction_low"] is None else ratio("ratio", "prediction_low", "prediction_high", r),
              r["per_machine"]] for r in rows]
     lines.append(table(["vs", "metric", "machines", "pairs", "within run", "across machines", "between-machine CV",
                         "another machine (95% prediction)", "per machine"], body))

@@ -200,6 +200,7 @@ class MachineSpread:
     within_se: float | None  # the largest within-machine standard error of a machine's log ratio
     predict_low: float | None
     predict_high: float | None
+    se: float | None = None  # standard error of the pooled log ratio (Hartung-Knapp), t with machines - 1 df
     method: str = MACHINE_SPREAD_METHOD
     note: str | None = None
 
@@ -243,4 +244,4 @@ def machine_spread(logs_by_machine: Sequence[Sequence[float]], confidence: float
     else:
         note = "; ".join(x for x in (note, "a prediction for another machine needs at least 3 machines") if x)
     return MachineSpread(k, math.exp(mu), math.exp(mu - half), math.exp(mu + half), math.sqrt(tau2),
-                         math.sqrt(math.expm1(tau2)), max(math.sqrt(v) for v in variances), *predict, note=note)
+                         math.sqrt(math.expm1(tau2)), max(math.sqrt(v) for v in variances), *predict, se=se, note=note)

@@ -108,10 +108,8 @@ def _side(logs: dict[str, list[float]], runner: str) -> SideRatio | None:
         return None
     spread = machine_spread(list(logs.values()))
     if spread.ratio is not None:  # several machines: the random-effects centre and its standard error
-        half = math.log(spread.ci_high) - math.log(spread.ratio)
-        df = spread.machines - 1
-        return SideRatio(len(pooled), spread.machines, math.log(spread.ratio), half / t_quantile(df, CONFIDENCE),
-                         df, spread.tau, runner)
+        return SideRatio(len(pooled), spread.machines, math.log(spread.ratio), spread.se, spread.machines - 1,
+                         spread.tau, runner)
     mean = math.fsum(pooled) / len(pooled)
     if len(pooled) < MIN_N_FOR_INTERVAL:
         return SideRatio(len(pooled), len(logs), mean, None, None, None, runner)
