@@ -158,8 +158,9 @@ def to_frame(records: list[Loaded]) -> pd.DataFrame:
 
 
 def origins(frame: pd.DataFrame) -> pd.Series:
-    """`file:line` of each row."""
-    return frame["source_file"] + ":" + frame["source_line"].astype(str)
+    """`file:line` of each row. Both sides as str: pandas 3.0 refuses to add its str dtype to an
+    object column, which an empty selection (no failures) has."""
+    return frame["source_file"].astype(str) + ":" + frame["source_line"].astype(str)
 
 
 def measured_pairs(frame: pd.DataFrame, metrics: tuple[str, ...] | list[str]) -> pd.DataFrame:

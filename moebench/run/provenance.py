@@ -32,19 +32,26 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _git(*args: str) -> str | None:
+# Where runs write: records appended to a committed results folder change the checkout, not the kit.
+RUN_OUTPUT_DIRS = ("results", "data")
+
+
+def _git(root: Path, *args: str) -> str | None:
     if shutil.which("git") is None:
         return None
-    done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False)
+    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
     return done.stdout if done.returncode == 0 else None
 
 
-def kit_state() -> tuple[str | None, bool | None, str | None]:
-    """(commit, dirty, reason when unknown) of the kit's own git checkout."""
-    commit = _git("rev-parse", "HEAD")
+def kit_state(root: Path = REPO_ROOT) -> tuple[str | None, bool | None, str | None]:
+    """(commit, dirty, reason when unknown) of the kit's own git checkout. Dirty means a tracked file
+    outside RUN_OUTPUT_DIRS differs from the commit: a second run into a committed results folder
+    (or a resumed one) must not mark its records as made by changed code."""
+    commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return None, None, "the kit is not a git checkout here, or git is missing"
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    outputs = [f":(exclude){name}" for name in RUN_OUTPUT_DIRS]
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs)
     return commit.strip(), (bool(status.strip()) if status is not None else None), None
 
 

@@ -175,3 +175,24 @@ def test_machine_identity_names_the_machine_and_its_boot_without_its_name():
     if boot.is_file():
         assert first["boot_id"] == boot.read_text().strip()
     assert socket.gethostname() not in first.values()
+
+
+def test_records_written_into_a_committed_results_folder_leave_the_kit_clean(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    records = tmp_path / "results" / "run" / "raw" / "run.jsonl"
+    records.parent.mkdir(parents=True)
+    records.write_text('{"record_id": "a"}\n')
+    (tmp_path / "moebench.py").write_text("RATE = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=k", "-c", "user.email=k@k", "commit", "-qm", "kit")
+    commit = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+
+    with records.open("a") as out:
+        out.write('{"record_id": "b"}\n')
+    assert provenance.kit_state(tmp_path) == (commit, False, None)
+    (tmp_path / "moebench.py").write_text("RATE = 2\n")
+    assert provenance.kit_state(tmp_path) == (commit, True, None)
