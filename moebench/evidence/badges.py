@@ -404,6 +404,6 @@ def results_reproduced_upgrade(decisions: list[str], work_differs: bool) -> str:
     others = [d for d in decisions if d != "reproduced"]
     if others:
         counts = ", ".join(f"{others.count(d)} {d}" for d in sorted(set(others)))
-        return f"Results Reproduced: not upgraded: {len(others)} of {len(decisions)} headline decisions are not " \
-               f"reproduced ({counts})."
+        return f"Results Reproduced: not upgraded: {len(others)} of {len(decisions)} headline decisions fall short " \
+               f"of reproduced ({counts})."
     return f"Results Reproduced: upgraded: all {len(decisions)} headline decisions reproduced by the same work."

@@ -99,3 +99,14 @@ def test_the_committed_single_machine_run_says_its_spread_is_unmeasured(tmp_path
     assert "**Between-machine spread is unmeasured**" in section
     assert "| llama-3.2-1b-instruct-q4km | gen_tokens_per_s | 1 | 36 | 0.241x [0.231, 0.252] | — |" in section
     assert (tmp_path / "summary_tables" / "spread_summary.csv").is_file()
+
+
+def test_the_committed_two_machine_runs_measure_the_spread_between_them(tmp_path):
+    """The first machine's records name no host (its run is the unit), the second machine's do."""
+    two = REPO_ROOT / "results" / "cuda_sm90-h200_2026-12-04_two-machines" / "raw"
+    section = section_spread(analyze(load_config(), two, tmp_path))
+    assert "unmeasured" not in section
+    assert "one boot of one host where the records name it (host_id, boot_id), else the run" in section
+    llama = next(line for line in section.splitlines() if line.startswith("| llama-3.2-1b-instruct-q4km | gen_"))
+    assert "| 2 | 72 | 0.233x [0.226, 0.240] | 0.233x [0.148, 0.365] | 4.6% | — |" in llama
+    assert "e5e5e3: 0.2412 (n=36)" in llama and "5bce98f73f3ed0c8/d9f89ab4: 0.2246 (n=36)" in llama

@@ -166,7 +166,7 @@ def test_the_study_devices_are_those_the_claims_name():
     (["reproduced", "reproduced"], False,
      "Results Reproduced: upgraded: all 2 headline decisions reproduced by the same work."),
     (["reproduced", "not reproduced", "inconclusive"], False,
-     "Results Reproduced: not upgraded: 2 of 3 headline decisions are not reproduced (1 inconclusive, "
+     "Results Reproduced: not upgraded: 2 of 3 headline decisions fall short of reproduced (1 inconclusive, "
      "1 not reproduced)."),
     (["reproduced"], True,
      "Results Reproduced: not upgraded: the two bundles ran different work (build chain or configs)."),
