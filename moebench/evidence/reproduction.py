@@ -15,9 +15,13 @@ The decision is an equivalence test of the shift against the band [1/(1+t), 1+t]
 
 Overlapping within-run intervals are not the rule: two runs can each be precise and still disagree by
 more than machines of one kind do, and two noisy runs overlap whatever they measured. The tolerance is
-`--tolerance` when given; else measured between-machine spread where one of the bundles has records of
-several machines for that ratio (t = exp(1.96 * sqrt(2) * tau) - 1: the 95% range of the difference
-between two machines' ratios); else MLPerf's replication rule, 5%. Records of different runners
+`--tolerance` when given; else MLPerf's replication rule, 5%, widened to the measured between-machine
+spread where one of the bundles has records of at least MIN_MACHINES_FOR_TOLERANCE machines for that
+ratio and they disagree by more (t = exp(1.96 * sqrt(2) * tau) - 1: the 95% range of the difference
+between two machines' ratios). Two machines give one look at that difference: their tau is often
+exactly 0 (DerSimonian-Laird truncates) or a lucky draw, and a 0% band would fail every rerun, so a
+spread counts from three machines on (as the prediction for another machine does) and never narrows
+the 5%. Records of different runners
 (llama-cli's counters against llama-server's timers) measure different things: their shift is shown,
 never judged.
 """
@@ -40,6 +44,7 @@ from moebench.config import Config
 
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_TOLERANCE_SOURCE = "MLPerf's replication rule (a result stands when reruns agree within 5%)"
+MIN_MACHINES_FOR_TOLERANCE = 3
 DECISIONS = ("reproduced", "not reproduced", "inconclusive", "not comparable")
 # The context two bundles are matched on: the runner is compared, not matched, so a change of metric shows.
 MATCH_FIELDS = tuple(f for f in CONTEXT_FIELDS if f != "runner_mode")
@@ -120,11 +125,19 @@ def _side(logs: dict[str, list[float]], runner: str) -> SideRatio | None:
 def _tolerance(a: SideRatio, b: SideRatio, given: float | None) -> tuple[float, str]:
     if given is not None:
         return given, "given (--tolerance)"
-    taus = [(s.tau, s.machines, side) for side, s in (("A", a), ("B", b)) if s.tau is not None]
+    taus = [(s.tau, s.machines, side) for side, s in (("A", a), ("B", b))
+            if s.tau is not None and s.machines >= MIN_MACHINES_FOR_TOLERANCE]
     if taus:
         tau, machines, side = max(taus)
-        return (math.expm1(1.96 * math.sqrt(2) * tau),
-                f"measured between-machine spread of {side} ({machines} machines, tau {tau:.4f} on the log scale)")
+        measured = math.expm1(1.96 * math.sqrt(2) * tau)
+        spread = f"measured between-machine spread of {side} ({machines} machines, tau {tau:.4f} on the log scale)"
+        if measured > DEFAULT_TOLERANCE:
+            return measured, spread
+        return DEFAULT_TOLERANCE, f"{DEFAULT_TOLERANCE_SOURCE}; the {spread} is narrower: {measured:.1%}"
+    few = max(s.machines for s in (a, b))
+    if few > 1:
+        return DEFAULT_TOLERANCE, (f"{DEFAULT_TOLERANCE_SOURCE}; {few} machines are too few to measure the spread "
+                                   f"between machines (it counts from {MIN_MACHINES_FOR_TOLERANCE})")
     return DEFAULT_TOLERANCE, DEFAULT_TOLERANCE_SOURCE
 
 

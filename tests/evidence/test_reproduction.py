@@ -69,13 +69,25 @@ def test_decisions_on_records_follow_the_tolerance():
     assert noisy.decision == "inconclusive"
 
 
-def test_measured_between_machine_spread_sets_the_default_tolerance():
+def test_measured_between_machine_spread_widens_the_default_tolerance():
     cfg = load_config()
-    two_machines = lab(10.0, host="h1") + lab(10.8, host="h2")
-    d = gen_decision(decide(cfg, two_machines, lab(10.4, host="h3")))
-    assert d.a.machines == 2 and d.a.tau > 0
-    assert d.tolerance_source.startswith("measured between-machine spread of A (2 machines")
-    assert d.tolerance == pytest.approx(math.expm1(1.96 * math.sqrt(2) * d.a.tau))
+    three_machines = lab(10.0, host="h1") + lab(10.8, host="h2") + lab(11.4, host="h4")
+    d = gen_decision(decide(cfg, three_machines, lab(10.4, host="h3")))
+    assert d.a.machines == 3 and d.a.tau > 0
+    assert d.tolerance_source.startswith("measured between-machine spread of A (3 machines")
+    assert d.tolerance == pytest.approx(math.expm1(1.96 * math.sqrt(2) * d.a.tau)) and d.tolerance > 0.05
+
+
+def test_machines_that_agree_or_are_too_few_keep_mlperfs_five_percent():
+    cfg = load_config()
+    agreeing = lab(10.0, host="h1") + lab(10.01, host="h2") + lab(10.0, host="h4")
+    d = gen_decision(decide(cfg, agreeing, lab(10.0, host="h3")))
+    assert d.a.machines == 3 and d.tolerance == DEFAULT_TOLERANCE
+    assert "the measured between-machine spread of A (3 machines" in d.tolerance_source and "is narrower" in \
+        d.tolerance_source
+    two = gen_decision(decide(cfg, lab(10.0, host="h1") + lab(10.8, host="h2"), lab(10.4, host="h3")))
+    assert two.a.machines == 2 and two.a.tau > 0 and two.tolerance == DEFAULT_TOLERANCE
+    assert "2 machines are too few to measure the spread between machines (it counts from 3)" in two.tolerance_source
 
 
 def test_different_runners_are_shown_not_judged():
