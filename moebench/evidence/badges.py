@@ -325,21 +325,35 @@ def devices_check(records: Records) -> Check:
     return Check("devices", True, f"{text}, every device of the study's claims", _files(records.ok))
 
 
-def machine_key(record: dict[str, Any]) -> str:
-    """Which machine ran a record, for this badge: provenance.host.host_id where the record has it, with
-    what the host is (CPU, cores, RAM, architecture, GPU). Not analysis's replicate unit (host and boot):
-    a second machine must be told apart, so a reboot is none and machines alike in all of these are one."""
+def hardware_key(record: dict[str, Any]) -> str:
+    """What the host is: CPU, cores, RAM, architecture, GPU."""
     prov = record["provenance"]
     host = prov.get("host") or {}
-    gpu = (prov.get("gpu") or {}).get("name")
-    return json.dumps([host.get("host_id"), *(host.get(field) for field in MACHINE_FIELDS), gpu])
+    return json.dumps([*(host.get(field) for field in MACHINE_FIELDS), (prov.get("gpu") or {}).get("name")])
+
+
+def count_machines(records: list[dict[str, Any]]) -> int:
+    """Machines the records prove distinct, for this badge: provenance.host.host_id with what the host is.
+    Not analysis's replicate unit (host and boot): a second machine must be told apart, so a reboot is
+    none. A record that names no host (made before host ids) is told apart by its hardware alone and may
+    have run on any named machine of the same hardware: it adds a machine only where its hardware matches
+    none of theirs."""
+    named: set[tuple[str, str]] = set()
+    unnamed: set[str] = set()
+    for record in records:
+        host_id = (record["provenance"].get("host") or {}).get("host_id")
+        if host_id:
+            named.add((host_id, hardware_key(record)))
+        else:
+            unnamed.add(hardware_key(record))
+    return len(named) + len(unnamed - {hardware for _, hardware in named})
 
 
 def machines_check(records: Records) -> Check:
-    machines = {machine_key(record) for record, _ in records.ok}
+    machines = count_machines([record for record, _ in records.ok])
     runs = {record["run_id"] for record, _ in records.ok}
-    text = f"records from {_count(len(runs), 'run')} on {_count(len(machines), 'machine')} (by provenance.host)"
-    if len(machines) < 2:
+    text = f"records from {_count(len(runs), 'run')} on {_count(machines, 'machine')} (by provenance.host)"
+    if machines < 2:
         return Check("machines", False, f"missing a second machine: {text}", _files(records.ok))
     return Check("machines", True, text, _files(records.ok))
 

@@ -111,6 +111,22 @@ def test_real_weights_on_the_study_devices_of_two_machines_leave_only_the_compar
         "records from 1 run on 2 machines (by provenance.host) — data/raw/run_a.jsonl")
 
 
+@pytest.mark.parametrize(("hosts", "machines"), [
+    ([("h1", "Xeon"), (None, "Xeon")], 1),  # the unnamed records may have run on h1
+    ([("h1", "Xeon"), (None, "EPYC")], 2),  # not on h1: other hardware
+    ([("h1", "Xeon"), ("h2", "Xeon"), (None, "Xeon")], 2),
+    ([(None, "Xeon"), (None, "Xeon")], 1),
+])
+def test_records_without_a_host_id_prove_another_machine_only_by_other_hardware(hosts, machines):
+    records = []
+    for rep, (host_id, cpu) in enumerate(hosts):
+        record = real_record("m2", cpu, rep)
+        if host_id:
+            record["provenance"]["host"]["host_id"] = host_id
+        records.append(record)
+    assert badges.count_machines(records) == machines
+
+
 def test_one_bundle_never_supports_a_badge_that_needs_more_than_itself(members):
     summaries = {**members, "results/summary_tables/per_model_summary.csv": b"model,n\nx,3\n"}
     text = badges.badges_md(summaries)
@@ -128,11 +144,11 @@ def test_the_h200_records_are_replicas_on_one_machine_of_no_study_device(tmp_pat
              "data/raw/run_20261204T161246Z_cuda_sm90_experiment_2_sequence_length.jsonl")
     assert line_of(text, "Reproduced", "weights") == (
         "- [ ] Reproduced, weights: missing real weights: the results describe synthetic-weight replicas "
-        f"(233 of 233 ok records, scale full) — {files}")
+        f"(296 of 296 ok records, scale full) — {files}")
     assert line_of(text, "Reproduced", "devices") == (
         f"- [ ] Reproduced, devices: missing the study's devices jetson, m2: records on cuda_sm90 — {files}")
     assert line_of(text, "Reproduced", "machines") == (
-        "- [ ] Reproduced, machines: missing a second machine: records from 2 runs on 1 machine (by provenance.host) "
+        "- [ ] Reproduced, machines: missing a second machine: records from 3 runs on 1 machine (by provenance.host) "
         f"— {files}")
     assert status_of(text, "Results Reproduced") == "not supported"
     assert line_of(text, "Functional", "chain") == (
