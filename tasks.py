@@ -497,7 +497,8 @@ def bundle(c, output="moebench-bundle.tar.gz", raw_dir="data/raw", results_dir="
     "trusted_keys": "comma-separated public key files (attest-ed25519.pub.pem); every attestation must be signed "
                     "by one of them (default: any key, whose id is printed)",
     "tolerance": "relative shift of a headline MoE/dense ratio that still counts as reproduced, e.g. 0.05 "
-                 "(default: measured between-machine spread where a bundle has it, else MLPerf's 5%)",
+                 "(default: MLPerf's 5%, widened to the between-machine spread a bundle measured on 3 or more "
+                 "machines)",
 })
 @user_errors_exit_2
 def compare(c, a, b, report_dir="results", json_output=None, trusted_keys=None, tolerance=None):

@@ -381,6 +381,14 @@ def section_warmups(analysis: AnalysisResult) -> str | None:
 
 
 SPREAD_METRICS = ("gen_tokens_per_s", "prefill_tokens_per_s", "joules_per_token")
+# the rows' machine_basis values -> (the replicate unit's name, the unit with how it is told apart)
+SPREAD_UNITS = {
+    frozenset({"host"}): ("machine", "machine (one boot of one host, by the records' host_id and boot_id)"),
+    frozenset({"run"}): ("run", "run (these records name no host, so each run counts as a machine)"),
+    frozenset({"host", "run"}): ("machine", "machine: one boot of one host where the records name it (host_id, "
+                                            "boot_id), else the run (older records name no host, so their run "
+                                            "counts as a machine)"),
+}
 
 
 def section_spread(analysis: AnalysisResult) -> str | None:
@@ -392,18 +400,14 @@ def section_spread(analysis: AnalysisResult) -> str | None:
     if not rows:
         return None
     machines = max(r["n_machines"] for r in rows)
-    bases = set("+".join(r["machine_basis"] for r in rows).split("+"))
-    unit = {frozenset({"host"}): "machine (one boot of one host, by the records' host_id and boot_id)",
-            frozenset({"run"}): "run (these records name no host, so each run counts as a machine)"}.get(
-        frozenset(bases), "machine: one boot of one host where the records name it (host_id, boot_id), else the run "
-                          "(older records name no host, so their run counts as a machine)")
+    name, unit = SPREAD_UNITS[frozenset(basis for r in rows for basis in r["machine_basis"].split("+"))]
     lines = ["## Spread across machines", "",
              f"The replicate unit is the {unit}. Within run: the paired ratio of all pairs as if from one run "
              "(its interval covers only the noise inside runs). Across machines: " + rows[0]["ci_method"] + "; "
              "between-machine CV = sqrt(exp(tau^2) - 1).", ""]
     if machines < 2:
         lines += [f"**Between-machine spread is unmeasured**: every {HEADLINE_EXPERIMENT} record comes from one "
-                  f"{unit.split(' (')[0].split(':')[0]} ({rows[0]['per_machine'].split(':')[0]}). The within-run intervals below "
+                  f"{name} ({rows[0]['per_machine'].split(':')[0]}). The within-run intervals below "
                   "say how well this run pinned its ratios, not what another machine of the same kind will measure; "
                   "a second machine's run of the same configuration, analyzed together with these records, "
                   "measures that.", ""]

@@ -34,7 +34,7 @@ from moebench import paths
 from moebench.config import Config, HyperParams, ModelSpec
 from moebench.errors import ConfigError, IntegrityError, OutputWriteError, UserError, describe_os_error, is_write_error
 from moebench.files import write_atomic
-from moebench.hashing import sha256_file
+from moebench.hashing import sha256_file, sha256_files
 from moebench.models.pinned import load_pinned_gguf, quantize_binary
 from moebench.models.tokenizer_source import TokenizerSource, tokenizer_source
 from moebench.models.vocab import Vocab, VocabSourceError, vocab_for
@@ -394,13 +394,13 @@ def pinned_replica_sha256(cfg: Config, scale: str, pin: str, model_id: str) -> s
 
 def usable_replicas(cfg: Config, scale: Scale, pin: str, models: list[str]) -> dict[str, str]:
     """model id -> SHA-256 of each replica of `scale` that is there and matches the lock's pin (or has none)."""
+    targets = {model_id: replica_dir(scale) / replica_filename(model_id) for model_id in models}
+    digests = sha256_files(path for path in targets.values() if path.is_file())  # at once: GBs at full scale
     usable = {}
-    for model_id in models:
-        target = replica_dir(scale) / replica_filename(model_id)
-        if target.is_file():
-            digest, pinned = sha256_file(target), pinned_replica_sha256(cfg, scale, pin, model_id)
-            if pinned is None or digest == pinned:
-                usable[model_id] = digest
+    for model_id, target in targets.items():
+        pinned = pinned_replica_sha256(cfg, scale, pin, model_id)
+        if target in digests and (pinned is None or digests[target] == pinned):
+            usable[model_id] = digests[target]
     return usable
 
 
