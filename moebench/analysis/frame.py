@@ -138,6 +138,7 @@ def record_row(item: Loaded) -> dict[str, Any]:
     row["source_line"] = item.line
     row["fleet_host"] = item.fleet_host
     row["machine"], row["machine_basis"] = machine_of(rec)
+    row["machine_kind"] = machine_kind(rec)
     return row
 
 
@@ -148,6 +149,16 @@ def machine_of(record: dict[str, Any]) -> tuple[str, str]:
     if host.get("host_id") and host.get("boot_id"):
         return f"{host['host_id']}/{host['boot_id'][:8]}", "host"
     return record["run_id"], "run"
+
+
+def machine_kind(record: dict[str, Any]) -> str:
+    """What kind of machine made a record: its GPU where it used one, on its CPU. Machines are replicates
+    of one another only within a kind: an H100 host and an H200 host running the same binary are two
+    configurations, whose difference is not the spread between machines of either."""
+    prov = record["provenance"]
+    cpu = (prov.get("host") or {}).get("cpu_model") or "CPU not recorded"
+    gpu = (prov.get("gpu") or {}).get("name")
+    return f"{gpu} on {cpu}" if gpu else cpu
 
 
 def to_frame(records: list[Loaded]) -> pd.DataFrame:

@@ -404,23 +404,29 @@ def section_spread(analysis: AnalysisResult) -> str | None:
     lines = ["## Spread across machines", "",
              f"The replicate unit is the {unit}. Within run: the paired ratio of all pairs as if from one run "
              "(its interval covers only the noise inside runs). Across machines: " + rows[0]["ci_method"] + "; "
-             "between-machine CV = sqrt(exp(tau^2) - 1).", ""]
-    if machines < 2:
+             "between-machine CV = sqrt(exp(tau^2) - 1). Machines are replicates only of machines of their kind "
+             "(GPU, else CPU): each kind has rows of its own.", ""]
+    kinds = sorted({r["machine_kind"] for r in rows})
+    if machines < 2 and len(kinds) == 1:
         lines += [f"**Between-machine spread is unmeasured**: every {HEADLINE_EXPERIMENT} record comes from one "
                   f"{name} ({rows[0]['per_machine'].split(':')[0]}). The within-run intervals below "
                   "say how well this run pinned its ratios, not what another machine of the same kind will measure; "
                   "a second machine's run of the same configuration, analyzed together with these records, "
                   "measures that.", ""]
+    elif machines < 2:
+        lines += [f"**Between-machine spread is unmeasured**: each machine kind here ({'; '.join(kinds)}) has "
+                  f"{HEADLINE_EXPERIMENT} records of one {name}. Their rows differ by hardware, which is not the "
+                  "spread between machines of one kind.", ""]
     def ratio(centre: str, low: str, high: str, row: dict[str, Any]) -> str:
         return fmt_ratio({"ratio": row[centre], "ci95_low": row[low], "ci95_high": row[high],
                           "n_pairs": row["n_pairs"]}, digits=3)
 
-    body = [[r["denominator_model"], r["metric"], r["n_machines"], r["n_pairs"],
+    body = [[r["machine_kind"], r["denominator_model"], r["metric"], r["n_machines"], r["n_pairs"],
              ratio("within_ratio", "within_ci95_low", "within_ci95_high", r), fmt_ratio(r, digits=3),
              DASH if r["between_machine_cv"] is None else f"{r['between_machine_cv']:.1%}",
              DASH if r["prediction_low"] is None else ratio("ratio", "prediction_low", "prediction_high", r),
              r["per_machine"]] for r in rows]
-    lines.append(table(["vs", "metric", "machines", "pairs", "within run", "across machines", "between-machine CV",
+    lines.append(table(["machine kind", "vs", "metric", "machines", "pairs", "within run", "across machines", "between-machine CV",
                         "another machine (95% prediction)", "per machine"], body))
     return "\n".join(lines)
 

@@ -5,9 +5,10 @@ what another machine of the same kind, with the same binary and files, will meas
 committee rerunning the artifact has to judge. Where the records of one context come from several
 machines (frame.machine_of: one boot of one host, or one run for records that name no host), every
 MoE/dense ratio is also computed per machine, from pairs made inside that machine, and pooled by a
-random-effects model (stats.machine_spread) that separates the two sources of variation. With
-records from one machine the between-machine columns stay empty and the note says the spread is
-unmeasured.
+random-effects model (stats.machine_spread) that separates the two sources of variation. Machines
+pool only with machines of their kind (frame.machine_kind): records of another GPU or CPU get rows of
+their own. With records from one machine the between-machine columns stay empty and the note says the
+spread is unmeasured.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from moebench.analysis.frame import CONTEXT_FIELDS, PAIR_FIELDS
 from moebench.analysis.stats import machine_spread, paired_ratio
 from moebench.config import Config
 
-SPREAD_COLUMNS = [*CONTEXT_FIELDS, "axis", "numerator_model", "denominator_model", "metric", "n_machines",
+SPREAD_COLUMNS = [*CONTEXT_FIELDS, "machine_kind", "axis", "numerator_model", "denominator_model", "metric", "n_machines",
                   "machine_basis", "per_machine", "n_pairs", "within_ratio", "within_ci95_low", "within_ci95_high",
                   "ratio", "ci95_low", "ci95_high", "between_machine_cv", "within_machine_se_max",
                   "prediction_low", "prediction_high", "ci_method", "note"]
@@ -65,12 +66,13 @@ def _row(context: dict[str, Any], pair: tuple[str, str, str], metric: str,
 
 
 def spread_table(cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per context, axis pair and metric that has pairs: the within-run ratio of all pairs pooled
+    """One row per context, machine kind, axis pair and metric that has pairs: the within-run ratio of all pairs pooled
     as one run, and the random-effects ratio across machines with the between-machine CV."""
     measured = measured_by_machine(frame)
     rows = []
-    for context_values, group in measured.groupby(list(CONTEXT_FIELDS), dropna=False, sort=True):
-        context = dict(zip(CONTEXT_FIELDS, context_values))
+    keys = [*CONTEXT_FIELDS, "machine_kind"]
+    for context_values, group in measured.groupby(keys, dropna=False, sort=True):
+        context = dict(zip(keys, context_values))
         bases = sorted(set(group["machine_basis"]))
         for pair in axis_pairs(cfg):
             num, den = group[group["model_id"] == pair[1]], group[group["model_id"] == pair[2]]

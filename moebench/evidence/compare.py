@@ -574,6 +574,7 @@ class Comparison:
                                   "a": list(d.a.interval()), "b": list(d.b.interval()),
                                   "runner_a": d.a.runner, "runner_b": d.b.runner,
                                   "n_pairs": [d.a.n_pairs, d.b.n_pairs], "machines": [d.a.machines, d.b.machines],
+                                  "machine_kinds": [list(d.a.kinds), list(d.b.kinds)],
                                   "shift": list(d.shift), "tolerance": d.tolerance,
                                   "tolerance_source": d.tolerance_source, "decision": d.decision, "note": d.note}
                                  for d in self.decisions],

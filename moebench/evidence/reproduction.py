@@ -16,14 +16,15 @@ The decision is an equivalence test of the shift against the band [1/(1+t), 1+t]
 Overlapping within-run intervals are not the rule: two runs can each be precise and still disagree by
 more than machines of one kind do, and two noisy runs overlap whatever they measured. The tolerance is
 `--tolerance` when given; else MLPerf's replication rule, 5%, widened to the measured between-machine
-spread where one of the bundles has records of at least MIN_MACHINES_FOR_TOLERANCE machines for that
-ratio and they disagree by more (t = exp(1.96 * sqrt(2) * tau) - 1: the 95% range of the difference
+spread where one of the bundles has records of at least MIN_MACHINES_FOR_TOLERANCE machines of one
+kind (frame.machine_kind) for that ratio and they disagree by more (t = exp(1.96 * sqrt(2) * tau) - 1: the 95% range of the difference
 between two machines' ratios). Two machines give one look at that difference: their tau is often
 exactly 0 (DerSimonian-Laird truncates) or a lucky draw, and a 0% band would fail every rerun, so a
 spread counts from three machines on (as the prediction for another machine does) and never narrows
 the 5%. Records of different runners
 (llama-cli's counters against llama-server's timers) measure different things: their shift is shown,
-never judged.
+never judged. Two sides of different machine kinds are judged, with a note: the study's ratios are
+claims about hardware, and whether one carries over to another GPU is a question an evaluator asks.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class SideRatio:
     df: float | None
     tau: float | None  # between-machine SD of the log ratio, where the side has several machines
     runner: str
+    kinds: tuple[str, ...] = ()  # frame.machine_kind of the side's machines
 
     def interval(self) -> tuple[float, float | None, float | None]:
         if self.se is None:
@@ -101,39 +103,45 @@ def side_ratios(cfg: Config, records: list[dict[str, Any]]) -> dict[tuple, SideR
             for metric in AXIS_METRICS:
                 pairs = pairs_by_machine(num, den, metric)
                 logs = {m: [math.log(a) - math.log(b) for a, b in v if a > 0 and b > 0] for m, v in pairs.items()}
-                ratio = _side(logs, str(runner))
+                kinds = tuple(sorted(set(num["machine_kind"]) | set(den["machine_kind"])))
+                ratio = _side(logs, str(runner), kinds)
                 if ratio is not None:
                     out[(context, dense, metric)] = ratio
     return out
 
 
-def _side(logs: dict[str, list[float]], runner: str) -> SideRatio | None:
+def _side(logs: dict[str, list[float]], runner: str, kinds: tuple[str, ...]) -> SideRatio | None:
     pooled = [x for v in logs.values() for x in v]
     if not pooled:
         return None
     spread = machine_spread(list(logs.values()))
     if spread.ratio is not None:  # several machines: the random-effects centre and its standard error
         return SideRatio(len(pooled), spread.machines, math.log(spread.ratio), spread.se, spread.machines - 1,
-                         spread.tau, runner)
+                         spread.tau, runner, kinds)
     mean = math.fsum(pooled) / len(pooled)
     if len(pooled) < MIN_N_FOR_INTERVAL:
-        return SideRatio(len(pooled), len(logs), mean, None, None, None, runner)
+        return SideRatio(len(pooled), len(logs), mean, None, None, None, runner, kinds)
     return SideRatio(len(pooled), len(logs), mean, statistics.stdev(pooled) / math.sqrt(len(pooled)),
-                     len(pooled) - 1, None, runner)
+                     len(pooled) - 1, None, runner, kinds)
 
 
 def _tolerance(a: SideRatio, b: SideRatio, given: float | None) -> tuple[float, str]:
     if given is not None:
         return given, "given (--tolerance)"
-    taus = [(s.tau, s.machines, side) for side, s in (("A", a), ("B", b))
-            if s.tau is not None and s.machines >= MIN_MACHINES_FOR_TOLERANCE]
+    measured = [(side, s) for side, s in (("A", a), ("B", b))
+                if s.tau is not None and s.machines >= MIN_MACHINES_FOR_TOLERANCE]
+    taus = [(s.tau, s.machines, side) for side, s in measured if len(s.kinds) == 1]
+    if measured and not taus:
+        side, s = measured[0]
+        return DEFAULT_TOLERANCE, (f"{DEFAULT_TOLERANCE_SOURCE}; the {s.machines} machines of {side} are of "
+                                   f"{len(s.kinds)} kinds, so their spread is not one kind's between-machine spread")
     if taus:
         tau, machines, side = max(taus)
-        measured = math.expm1(1.96 * math.sqrt(2) * tau)
+        band = math.expm1(1.96 * math.sqrt(2) * tau)
         spread = f"measured between-machine spread of {side} ({machines} machines, tau {tau:.4f} on the log scale)"
-        if measured > DEFAULT_TOLERANCE:
-            return measured, spread
-        return DEFAULT_TOLERANCE, f"{DEFAULT_TOLERANCE_SOURCE}; the {spread} is narrower: {measured:.1%}"
+        if band > DEFAULT_TOLERANCE:
+            return band, spread
+        return DEFAULT_TOLERANCE, f"{DEFAULT_TOLERANCE_SOURCE}; the {spread} is narrower: {band:.1%}"
     few = max(s.machines for s in (a, b))
     if few > 1:
         return DEFAULT_TOLERANCE, (f"{DEFAULT_TOLERANCE_SOURCE}; {few} machines are too few to measure the spread "
@@ -176,14 +184,18 @@ def decide(cfg: Config, a_records: list[dict[str, Any]], b_records: list[dict[st
         a, b = sides_a[key], sides_b[key]
         tol, source = _tolerance(a, b, tolerance)
         shift = _shift(a, b)
-        note = None
+        notes = []
         if a.runner != b.runner:
-            verdict, note = "not comparable", (f"runner {a.runner} in A, {b.runner} in B: different measurements; "
-                                               "the shift is shown, not judged")
+            verdict = "not comparable"
+            notes.append(f"runner {a.runner} in A, {b.runner} in B: different measurements; the shift is shown, "
+                         "not judged")
         else:
             verdict = decide_shift(shift, tol)
             if shift[1] is None:
-                note = f"fewer than {MIN_N_FOR_INTERVAL} pairs on a side: no interval"
+                notes.append(f"fewer than {MIN_N_FOR_INTERVAL} pairs on a side: no interval")
+        if a.kinds != b.kinds:
+            notes.append(f"machines of another kind: A {' + '.join(a.kinds)}, B {' + '.join(b.kinds)}; the decision "
+                         "says whether the ratio holds on B's hardware, not whether B's machine is a replicate of A's")
         label = ", ".join(f"{f}={v}" for f, v in zip(MATCH_FIELDS, context))
-        decisions.append(Decision(label, dense, metric, a, b, shift, tol, source, verdict, note))
+        decisions.append(Decision(label, dense, metric, a, b, shift, tol, source, verdict, "; ".join(notes) or None))
     return decisions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from moebench.analysis.tables import analyze
 from moebench.config import REPO_ROOT, load_config
 
 H200_RUN = REPO_ROOT / "results" / "cuda_sm90-h200_2026-12-04" / "raw"
+H200 = "NVIDIA H200 on Intel(R) Xeon(R) Processor"
+H100 = "NVIDIA H100 80GB HBM3 on Intel(R) Xeon(R) Processor"
 
 
 def on_machine(record: dict, host: str, boot: str = "boot-1") -> dict:
@@ -97,7 +100,8 @@ def test_the_committed_single_machine_run_says_its_spread_is_unmeasured(tmp_path
     analysis = analyze(load_config(), H200_RUN, tmp_path)
     section = section_spread(analysis)
     assert "**Between-machine spread is unmeasured**" in section
-    assert "| llama-3.2-1b-instruct-q4km | gen_tokens_per_s | 1 | 36 | 0.241x [0.231, 0.252] | — |" in section
+    assert ("| NVIDIA H200 on Intel(R) Xeon(R) Processor | llama-3.2-1b-instruct-q4km | gen_tokens_per_s | 1 | 36 | "
+            "0.241x [0.231, 0.252] | — |") in section
     assert (tmp_path / "summary_tables" / "spread_summary.csv").is_file()
 
 
@@ -107,6 +111,29 @@ def test_the_committed_two_machine_runs_measure_the_spread_between_them(tmp_path
     section = section_spread(analyze(load_config(), two, tmp_path))
     assert "unmeasured" not in section
     assert "one boot of one host where the records name it (host_id, boot_id), else the run" in section
-    llama = next(line for line in section.splitlines() if line.startswith("| llama-3.2-1b-instruct-q4km | gen_"))
+    llama = next(line for line in section.splitlines() if line.startswith(f"| {H200} | llama-3.2-1b-instruct-q4km | gen_"))
     assert "| 2 | 72 | 0.233x [0.226, 0.240] | 0.233x [0.148, 0.365] | 4.6% | — |" in llama
     assert "e5e5e3: 0.2412 (n=36)" in llama and "5bce98f73f3ed0c8/d9f89ab4: 0.2246 (n=36)" in llama
+
+
+def test_machines_of_another_kind_get_rows_of_their_own(tmp_path):
+    other_gpu = _lab("bbbb", 12.0)
+    for r in other_gpu:
+        r["provenance"]["gpu"] = {"name": "another GPU"}
+    table = _table(tmp_path, _lab("aaaa", 10.0) + other_gpu)
+    gen = table[(table["metric"] == "gen_tokens_per_s") & (table["axis"] == "memory_footprint")]
+    assert sorted(gen["machine_kind"]) == ["another GPU on test cpu", "test cpu"]
+    assert set(gen["n_machines"]) == {1} and set(gen["between_machine_cv"]) == {None}
+
+
+def test_an_h100_beside_the_two_h200s_is_no_third_h200(tmp_path):
+    """The committed H100 run analyzed with the two H200 machines: the H200s' spread stays what it was."""
+    raw = tmp_path / "raw"
+    shutil.copytree(REPO_ROOT / "results" / "cuda_sm90-h200_2026-12-04_two-machines" / "raw", raw)
+    shutil.copytree(REPO_ROOT / "results" / "cuda_sm90-h100_2026-12-06" / "raw", raw / "h100")
+    section = section_spread(analyze(load_config(), raw, tmp_path / "out"))
+    lines = [line for line in section.splitlines() if "| llama-3.2-1b-instruct-q4km | gen_tokens_per_s |" in line]
+    h200 = next(line for line in lines if line.startswith(f"| {H200} |"))
+    h100 = next(line for line in lines if line.startswith(f"| {H100} |"))
+    assert "| 2 | 72 | 0.233x [0.226, 0.240] | 0.233x [0.148, 0.365] | 4.6% |" in h200
+    assert "| 1 | 36 | 0.316x [0.311, 0.321] | — | — | — |" in h100

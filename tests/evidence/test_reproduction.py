@@ -40,7 +40,8 @@ def test_a_shift_below_one_is_judged_on_the_reciprocal_band():
     assert decide_shift((1.0, None, None), 0.05) == "inconclusive"
 
 
-def lab(moe_tps: float, *, host: str = "h1", runner: str = "server", noise: float = 0.01) -> list[dict]:
+def lab(moe_tps: float, *, host: str = "h1", runner: str = "server", noise: float = 0.01,
+        gpu: str | None = None) -> list[dict]:
     out = []
     for p, prompt in enumerate(("p01", "p02", "p03", "p04")):
         for rep in range(3):
@@ -49,6 +50,8 @@ def lab(moe_tps: float, *, host: str = "h1", runner: str = "server", noise: floa
                 r = make_record(model, tps, rep=rep, prompt=prompt)
                 r["runner_mode"] = runner
                 r["provenance"]["host"].update(host_id=host, boot_id="b")
+                if gpu:
+                    r["provenance"]["gpu"] = {"name": gpu}
                 out.append(r)
     return out
 
@@ -88,6 +91,18 @@ def test_machines_that_agree_or_are_too_few_keep_mlperfs_five_percent():
     two = gen_decision(decide(cfg, lab(10.0, host="h1") + lab(10.8, host="h2"), lab(10.4, host="h3")))
     assert two.a.machines == 2 and two.a.tau > 0 and two.tolerance == DEFAULT_TOLERANCE
     assert "2 machines are too few to measure the spread between machines (it counts from 3)" in two.tolerance_source
+
+
+def test_another_machine_kind_is_judged_with_a_note_and_mixed_kinds_measure_no_tolerance():
+    cfg = load_config()
+    d = gen_decision(decide(cfg, lab(10.0), lab(10.0, gpu="GPU B")))
+    assert d.decision == "reproduced" and d.a.kinds == ("test cpu",) and d.b.kinds == ("GPU B on test cpu",)
+    assert "machines of another kind: A test cpu, B GPU B on test cpu" in d.note
+    assert gen_decision(decide(cfg, lab(10.0), lab(10.0))).note is None
+    mixed = lab(10.0, host="h1") + lab(10.8, host="h2") + lab(13.0, host="h4", gpu="GPU B")
+    m = gen_decision(decide(cfg, mixed, lab(10.4, host="h3")))
+    assert m.a.machines == 3 and m.a.tau > 0 and m.tolerance == DEFAULT_TOLERANCE
+    assert "the 3 machines of A are of 2 kinds" in m.tolerance_source
 
 
 def test_different_runners_are_shown_not_judged():
