@@ -585,7 +585,32 @@ def section_verification(output_dir: Path) -> str | None:
                           DASH if m["overlap"] is None else ("yes" if m["overlap"] else "no"),
                           interval([m["ratio"], m["ratio_low"], m["ratio_high"]]), m["verdict"]] for m in metrics])]
     lines += [f"- {note}" for note in data["record_notes"]]
+    lines += _headline_decisions(data)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+
+
+def _headline_decisions(data: dict[str, Any]) -> list[str]:
+    """The MoE/dense ratios of both sides, their shift B/A and compare's decision against its tolerance
+    (evidence/reproduction.py): what a rerun, or a change of pin or runner, did to the study's claims."""
+    decisions = data.get("reproduction") or []
+    if not decisions:
+        return []
+
+    def ratio(v: list) -> str:
+        return f"{v[0]:.3f}x" + (f" [{v[1]:.3f}, {v[2]:.3f}]" if v[1] is not None else " (no interval)")
+
+    def side(d: dict[str, Any], index: int, key: str) -> str:
+        machines = d["machines"][index]
+        return (f"{ratio(d[key])} ({d['n_pairs'][index]} pairs, {d[f'runner_{key}']}"
+                + (f", {machines} machines)" if machines > 1 else ")"))
+
+    rows = [[d["context"], d["vs"], d["metric"], side(d, 0, "a"), side(d, 1, "b"), ratio(d["shift"]),
+             f"{d['tolerance']:.1%}", d["decision"], d["note"] or DASH] for d in decisions]
+    sources = sorted({d["tolerance_source"] for d in decisions})
+    return ["", f"Headline ratios: {data['reproduction_rule']}.", "",
+            table(["context", "vs", "metric", "A", "B", "B/A", "tolerance", "decision", "note"], rows), "",
+            *[f"- tolerance: {source}" for source in sources],
+            *([f"- {data['results_reproduced']}"] if data.get("results_reproduced") else [])]
 
 
 def put_section(output_dir: Path, heading: str, section: str) -> Path | None:

@@ -408,13 +408,15 @@ def stale(members: dict[str, bytes]) -> str | None:
             f"by another kit version; make the bundle again with invoke bundle)")
 
 
-def results_reproduced_upgrade(decisions: list[str], work_differs: bool) -> str:
+def results_reproduced_upgrade(decisions: list[str], cells_differing: int) -> str:
     """What a comparison of two bundles gives "Results Reproduced": an upgrade only when every headline
-    decision is "reproduced" and the two ran the same work (else agreement is not a reproduction)."""
+    decision is "reproduced" and the two ran the same work in every cell (else agreement is not a
+    reproduction)."""
     if not decisions:
         return "Results Reproduced: not upgraded: no headline metric was compared."
-    if work_differs:
-        return "Results Reproduced: not upgraded: the two bundles ran different work (build chain or configs)."
+    if cells_differing:
+        return (f"Results Reproduced: not upgraded: the two bundles ran different work in {cells_differing} "
+                "cell(s) (model file, token fingerprints, build chain or configs: see work).")
     others = [d for d in decisions if d != "reproduced"]
     if others:
         counts = ", ".join(f"{others.count(d)} {d}" for d in sorted(set(others)))

@@ -524,7 +524,7 @@ class Comparison:
         """What this comparison gives the Results Reproduced badge (badges.py); None when no records were compared."""
         if self.a.records is None or self.b.records is None:
             return None
-        return results_reproduced_upgrade([d.decision for d in self.decisions], bool(self.different_work))
+        return results_reproduced_upgrade([d.decision for d in self.decisions], len(self.different_work))
 
     def verdict(self) -> str:
         if not (self.artifacts or self.metrics):

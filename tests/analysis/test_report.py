@@ -11,7 +11,7 @@ from pathlib import Path
 from moebench.analysis.tables import analyze
 from moebench.config import REPO_ROOT
 from moebench.analysis.figures import render_figures
-from moebench.analysis.report import write_report
+from moebench.analysis.report import section_verification, write_report
 from test_analyze import GOOD_RUN, FAILED_RUN, LLAMA, MOE, analysis_config, four_models, write_jsonl
 
 VERDICT = re.compile(r"^- \*\*(?P<id>[a-z0-9_]+)\*\*: (?P<status>reproduced|not reproduced|not comparable) — (?P<why>.+)$",
@@ -156,3 +156,22 @@ def test_invoke_report_turns_records_from_elsewhere_into_tables_figures_and_repo
                              capture_output=True, text=True)
     lines = missing.stderr.strip().splitlines()
     assert missing.returncode == 2 and len(lines) == 1 and "nowhere" in lines[0] and "(fix: " in lines[0]
+
+
+def test_the_verification_section_shows_each_headline_ratio_and_its_decision():
+    """From the committed comparison of the first H200 run (A) with the H100 run (B)."""
+    section = section_verification(REPO_ROOT / "results" / "cuda_sm90-h100_2026-12-06")
+    decode = next(line for line in section.splitlines() if "| llama-3.2-1b-instruct-q4km | gen_tokens_per_s |" in line)
+    assert ("| 0.241x [0.231, 0.252] (36 pairs, cli) | 0.316x [0.311, 0.321] (36 pairs, cli) | 1.310x [1.251, 1.372] "
+            "| 5.0% | not reproduced | machines of another kind: A NVIDIA H200") in decode
+    assert "- tolerance: MLPerf's replication rule" in section
+    assert "- Results Reproduced: not upgraded: the two bundles ran different work in 3 cell(s)" in section
+
+
+def test_a_pin_comparison_shows_shifts_it_does_not_judge():
+    """The offline pin's server run (A) against the paper pin's cli run (B): every line not comparable."""
+    section = section_verification(REPO_ROOT / "results" / "cuda_sm90-h200_2026-12-04")
+    decode = next(line for line in section.splitlines()
+                  if "n_predict=128 | llama-3.2-1b-instruct-q4km | gen_tokens_per_s |" in line)
+    assert "| 0.271x [0.259, 0.282] (33 pairs, server) | 0.241x [0.231, 0.252] (36 pairs, cli) | 0.891x" in decode
+    assert "| not comparable | runner server in A, cli in B" in decode

@@ -178,16 +178,17 @@ def test_the_study_devices_are_those_the_claims_name():
     assert badges.STUDY_DEVICES == tuple(sorted({claim.device for claim in load_config().reference.claims}))
 
 
-@pytest.mark.parametrize(("decisions", "work_differs", "sentence"), [
-    (["reproduced", "reproduced"], False,
+@pytest.mark.parametrize(("decisions", "cells_differing", "sentence"), [
+    (["reproduced", "reproduced"], 0,
      "Results Reproduced: upgraded: all 2 headline decisions reproduced by the same work."),
-    (["reproduced", "not reproduced", "inconclusive"], False,
+    (["reproduced", "not reproduced", "inconclusive"], 0,
      "Results Reproduced: not upgraded: 2 of 3 headline decisions fall short of reproduced (1 inconclusive, "
      "1 not reproduced)."),
-    (["reproduced"], True,
-     "Results Reproduced: not upgraded: the two bundles ran different work (build chain or configs)."),
-    ([], False, "Results Reproduced: not upgraded: no headline metric was compared."),
+    (["reproduced"], 3,
+     "Results Reproduced: not upgraded: the two bundles ran different work in 3 cell(s) (model file, token "
+     "fingerprints, build chain or configs: see work)."),
+    ([], 0, "Results Reproduced: not upgraded: no headline metric was compared."),
 ])
-def test_a_comparison_upgrades_results_reproduced_only_when_every_decision_reproduced(decisions, work_differs,
+def test_a_comparison_upgrades_results_reproduced_only_when_every_decision_reproduced(decisions, cells_differing,
                                                                                         sentence):
-    assert badges.results_reproduced_upgrade(decisions, work_differs) == sentence
+    assert badges.results_reproduced_upgrade(decisions, cells_differing) == sentence
