@@ -122,6 +122,33 @@ def test_reproduce_writes_results_figures_and_report(reproduction):
                          text), model_id
 
 
+def test_a_bundle_of_the_reproduction_backs_every_badge_line_with_its_members(reproduction, tmp_path):
+    """README's main command, then `invoke bundle` of what it wrote: each line of BADGES.md that names
+    members of the bundle names members it holds, and taking them out of the bundle changes the line."""
+    from moebench.evidence.badges import BADGES_NAME, badges_md
+    from moebench.evidence.bundle import read_bundle
+
+    out = tmp_path / "lab.tar.gz"
+    done, _ = invoke("bundle", "--output", str(out), "--raw-dir", str(reproduction["raw"]),
+                     "--results-dir", str(reproduction["results"]))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    members = read_bundle(out).members
+    held = members[BADGES_NAME].decode("utf-8")
+    assert held == badges_md(members)
+    checks = [line for line in held.splitlines() if line.startswith(("- [x] ", "- [ ] "))]
+    backed = [line for line in checks if " — " in line]
+    assert any(line.startswith("- [x] ") for line in backed) and len(backed) >= len(checks) - 2
+    for line in backed:
+        named = line.rsplit(" — ", 1)[1].split(", ")
+        assert set(named) <= set(members), line
+        key = line[len("- [x] "):].split(":", 1)[0]
+        without = badges_md({name: data for name, data in members.items() if name not in named})
+        [after] = [other for other in without.splitlines() if other[len("- [x] "):].startswith(key + ":")]
+        assert after != line, line
+        if line.startswith("- [x] "):
+            assert after.startswith("- [ ] "), after
+
+
 def test_a_second_reproduce_resumes_and_records_nothing_twice(reproduction):
     first, second = reproduction["first"].stdout, reproduction["second"].stdout
     before = reproduction["records_after_first"]
