@@ -426,8 +426,8 @@ def section_spread(analysis: AnalysisResult) -> str | None:
              DASH if r["between_machine_cv"] is None else f"{r['between_machine_cv']:.1%}",
              DASH if r["prediction_low"] is None else ratio("ratio", "prediction_low", "prediction_high", r),
              r["per_machine"]] for r in rows]
-    lines.append(table(["machine kind", "vs", "metric", "machines", "pairs", "within run", "across machines", "between-machine CV",
-                        "another machine (95% prediction)", "per machine"], body))
+    lines.append(table(["machine kind", "vs", "metric", "machines", "pairs", "within run", "across machines",
+                        "between-machine CV", "another machine (95% prediction)", "per machine"], body))
     return "\n".join(lines)
 
 

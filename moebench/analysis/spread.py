@@ -23,8 +23,8 @@ from moebench.analysis.frame import CONTEXT_FIELDS, PAIR_FIELDS
 from moebench.analysis.stats import machine_spread, paired_ratio
 from moebench.config import Config
 
-SPREAD_COLUMNS = [*CONTEXT_FIELDS, "machine_kind", "axis", "numerator_model", "denominator_model", "metric", "n_machines",
-                  "machine_basis", "per_machine", "n_pairs", "within_ratio", "within_ci95_low", "within_ci95_high",
+SPREAD_COLUMNS = [*CONTEXT_FIELDS, "machine_kind", "axis", "numerator_model", "denominator_model", "metric",
+                  "n_machines", "machine_basis", "per_machine", "n_pairs", "within_ratio", "within_ci95_low", "within_ci95_high",
                   "ratio", "ci95_low", "ci95_high", "between_machine_cv", "within_machine_se_max",
                   "prediction_low", "prediction_high", "ci_method", "note"]
 
@@ -66,8 +66,8 @@ def _row(context: dict[str, Any], pair: tuple[str, str, str], metric: str,
 
 
 def spread_table(cfg: Config, frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per context, machine kind, axis pair and metric that has pairs: the within-run ratio of all pairs pooled
-    as one run, and the random-effects ratio across machines with the between-machine CV."""
+    """One row per context, machine kind, axis pair and metric that has pairs: the within-run ratio of all
+    pairs pooled as one run, and the random-effects ratio across machines with the between-machine CV."""
     measured = measured_by_machine(frame)
     rows = []
     keys = [*CONTEXT_FIELDS, "machine_kind"]

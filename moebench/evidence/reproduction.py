@@ -17,8 +17,8 @@ Overlapping within-run intervals are not the rule: two runs can each be precise 
 more than machines of one kind do, and two noisy runs overlap whatever they measured. The tolerance is
 `--tolerance` when given; else MLPerf's replication rule, 5%, widened to the measured between-machine
 spread where one of the bundles has records of at least MIN_MACHINES_FOR_TOLERANCE machines of one
-kind (frame.machine_kind) for that ratio and they disagree by more (t = exp(1.96 * sqrt(2) * tau) - 1: the 95% range of the difference
-between two machines' ratios). Two machines give one look at that difference: their tau is often
+kind (frame.machine_kind) for that ratio and they disagree by more (t = exp(1.96 * sqrt(2) * tau) - 1:
+the 95% range of the difference between two machines' ratios). Two machines give one look at that difference: their tau is often
 exactly 0 (DerSimonian-Laird truncates) or a lucky draw, and a 0% band would fail every rerun, so a
 spread counts from three machines on (as the prediction for another machine does) and never narrows
 the 5%. Records of different runners

@@ -111,7 +111,8 @@ def test_the_committed_two_machine_runs_measure_the_spread_between_them(tmp_path
     section = section_spread(analyze(load_config(), two, tmp_path))
     assert "unmeasured" not in section
     assert "one boot of one host where the records name it (host_id, boot_id), else the run" in section
-    llama = next(line for line in section.splitlines() if line.startswith(f"| {H200} | llama-3.2-1b-instruct-q4km | gen_"))
+    llama = next(line for line in section.splitlines()
+                 if line.startswith(f"| {H200} | llama-3.2-1b-instruct-q4km | gen_"))
     assert "| 2 | 72 | 0.233x [0.226, 0.240] | 0.233x [0.148, 0.365] | 4.6% | — |" in llama
     assert "e5e5e3: 0.2412 (n=36)" in llama and "5bce98f73f3ed0c8/d9f89ab4: 0.2246 (n=36)" in llama
 
